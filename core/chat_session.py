@@ -1,0 +1,86 @@
+"""One user's chat: the conversation, its images, and the log it is written to."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from PIL import Image
+
+from core.config import Settings
+from core.conversation import Answer, Conversation, Exchange, Notice, Question
+from core.media import ImageInput, load_image
+from core.session_log import SessionLog, save_media
+
+
+class ChatSession:
+    """Holds what a conversation needs between turns. The log file is created on the first record,
+    so opening the page without asking anything leaves no empty session behind."""
+
+    def __init__(self, settings: Settings, meta: dict | None = None):
+        self.settings = settings
+        self.meta = meta or {}
+        self.conversation = Conversation()
+        self.images: dict[str, Image.Image] = {}  # digest -> decoded RGB image
+        self.image_bytes: dict[str, bytes] = {}  # digest -> bytes as uploaded, for display
+        self.pending_image: str | None = None  # set from the sidebar, taken by the next question
+        self._log: SessionLog | None = None
+
+    @property
+    def log(self) -> SessionLog:
+        if self._log is None:
+            self._log = SessionLog.create(self.settings.log_dir, **self.meta)
+        return self._log
+
+    @property
+    def session_id(self) -> str | None:
+        return self._log.session_id if self._log else None
+
+    @property
+    def log_dir(self) -> Path:
+        return self.settings.log_dir
+
+    @property
+    def current_image(self) -> str | None:
+        return self.pending_image or self.conversation.current_image
+
+    def attach_image(self, data: bytes) -> ImageInput:
+        """Validate an image and make it the visual context of the next question."""
+        image = load_image(data, max_pixels=self.settings.max_image_pixels, max_bytes=self.settings.max_image_bytes)
+        save_media(self.log_dir, image.data, image.digest, image.format)
+        self.images[image.digest] = image.image
+        self.image_bytes[image.digest] = image.data
+        if image.digest != self.conversation.current_image:
+            self.pending_image = image.digest
+        return image
+
+    def ask(self, question: Question) -> int:
+        """Record a question; it takes the pending image, if any. Returns the item index."""
+        if self.pending_image:
+            question = replace(question, image=self.pending_image)
+            self.pending_image = None
+        index = self.conversation.ask(question)
+        self.log.question(self.turn_number(index), question)
+        return index
+
+    def edit(self, index: int, text: str) -> None:
+        """Replace the text of a question; its answer is dropped (to be generated again)."""
+        question = replace(self.conversation.items[index].question, text=text)
+        self.conversation.items[index] = Exchange(question)
+        self.log.question(self.turn_number(index), question)
+
+    def answer(self, index: int, answer: Answer) -> None:
+        self.conversation.answer(index, answer)
+        self.log.answer(self.turn_number(index), answer)
+
+    def notify(self, notice: Notice) -> None:
+        self.conversation.notify(notice)
+        self.log.notice(notice)
+
+    def feedback(self, index: int, score: int | None) -> None:
+        self.conversation.set_feedback(index, score)
+        self.log.feedback(self.turn_number(index), score)
+
+    def turn_number(self, index: int) -> int:
+        """The exchange number (0, 1, ...) of the item at index."""
+        return sum(isinstance(item, Exchange) for item in self.conversation.items[:index])

@@ -1,0 +1,84 @@
+"""Settings from environment variables (the configuration contract in README.md)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Mapping
+
+CUDA_LLAVA_MODEL = "llava-hf/llava-1.5-7b-hf"
+CPU_LLAVA_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
+STT_ENGINES = ("faster-whisper", "openai-whisper")
+TTS_ENGINES = ("gtts", "espeak", "none")
+QUANTS = ("4bit", "8bit", "none")
+
+
+@lru_cache(maxsize=1)
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@dataclass(frozen=True)
+class Settings:
+    llava_model: str  # Hugging Face id or local folder of a LLaVA-family model
+    llava_quant: str  # "4bit", "8bit" or "none"
+    device: str  # "cuda" or "cpu"
+    openai_base_url: str | None  # OpenAI-compatible server instead of the in-process model
+    openai_api_key: str | None
+    llava_remote_model: str | None  # model name on that server
+    stt_engine: str  # "faster-whisper" or "openai-whisper"
+    whisper_model: str | None  # size name or local path; None: pick by device, offline: bundled
+    tts_engine: str  # "gtts" (falls back to espeak), "espeak" or "none"
+    log_dir: Path  # session logs and their media files
+    max_image_pixels: int = 40_000_000  # 40 megapixels; bigger uploads are refused
+    max_image_bytes: int = 25 * 1024 * 1024  # 25 MiB, also .streamlit/config.toml maxUploadSize
+    max_audio_seconds: float = 60.0  # longer recordings are refused
+    token_timeout_s: float = 300.0  # longest wait for one generated chunk
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        cuda = cuda_available()
+
+        def get(name: str, default: str | None = None) -> str | None:
+            value = env.get(name, "").strip()
+            return value or default
+
+        quant = get("LLAVA_QUANT", "4bit" if cuda else "none").lower()
+        stt = get("STT_ENGINE", "faster-whisper").lower()
+        tts = get("TTS_ENGINE", "gtts").lower()
+        for name, value, allowed in (
+            ("LLAVA_QUANT", quant, QUANTS),
+            ("STT_ENGINE", stt, STT_ENGINES),
+            ("TTS_ENGINE", tts, TTS_ENGINES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+        return cls(
+            llava_model=get("LLAVA_MODEL", CUDA_LLAVA_MODEL if cuda else CPU_LLAVA_MODEL),
+            llava_quant=quant,
+            device="cuda" if cuda else "cpu",
+            openai_base_url=get("OPENAI_BASE_URL"),
+            openai_api_key=get("OPENAI_API_KEY"),
+            llava_remote_model=get("LLAVA_REMOTE_MODEL"),
+            stt_engine=stt,
+            whisper_model=get("WHISPER_MODEL"),
+            tts_engine=tts,
+            log_dir=Path(get("LOG_DIR", "logs")),
+        )
+
+    def as_rows(self) -> list[tuple[str, str]]:
+        """(name, value) pairs for a read-only display; the API key is masked."""
+        rows = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "openai_api_key" and value:
+                value = "set"
+            rows.append((f.name, "" if value is None else str(value)))
+        return rows

@@ -1,0 +1,140 @@
+"""A conversation as data: questions, answers, notices; and the message list a model reads.
+
+Each exchange is one question and its answer. An exchange that carries an image starts a new
+visual context: the model sees that exchange and those after it. Earlier exchanges stay in the
+conversation (shown and logged) but are not sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable, Literal, Sequence
+
+from core.errors import GenerationError
+
+Status = Literal["complete", "partial", "stopped", "error"]
+
+
+@dataclass(frozen=True)
+class Question:
+    text: str
+    source: Literal["text", "voice"] = "text"
+    language: str = "en"  # ISO 639-1, detected by Whisper for voice, chosen by the user for text
+    image: str | None = None  # digest of the image this question starts a visual context with
+    audio: str | None = None  # digest of the recording, for voice questions
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    status: Status = "complete"
+    note: str = ""  # shown under the reply: why it is partial, that speech failed, ...
+    audio: str | None = None  # digest of the spoken reply
+    audio_format: str | None = None  # "mp3" or "wav"
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds (or tokens/s)
+    feedback: int | None = None  # st.feedback thumbs: 1 up, 0 down
+
+
+@dataclass(frozen=True)
+class Exchange:
+    question: Question
+    answer: Answer | None = None
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A message to the user in the chat (bad input, a load failure); never sent to the model."""
+
+    text: str
+    level: Literal["error", "warning", "info"] = "error"
+
+
+Item = Exchange | Notice
+
+
+@dataclass
+class Conversation:
+    items: list[Item] = field(default_factory=list)
+
+    @property
+    def exchanges(self) -> list[Exchange]:
+        return [item for item in self.items if isinstance(item, Exchange)]
+
+    @property
+    def current_image(self) -> str | None:
+        """Digest of the image of the current visual context, if any."""
+        for exchange in reversed(self.exchanges):
+            if exchange.question.image:
+                return exchange.question.image
+        return None
+
+    def last_exchange_index(self) -> int | None:
+        for i in range(len(self.items) - 1, -1, -1):
+            if isinstance(self.items[i], Exchange):
+                return i
+        return None
+
+    def ask(self, question: Question) -> int:
+        """Append a question; return its item index."""
+        self.items.append(Exchange(question))
+        return len(self.items) - 1
+
+    def answer(self, index: int, answer: Answer) -> None:
+        self.items[index] = replace(self.items[index], answer=answer)
+
+    def notify(self, notice: Notice) -> None:
+        self.items.append(notice)
+
+    def set_feedback(self, index: int, score: int | None) -> None:
+        exchange = self.items[index]
+        if isinstance(exchange, Exchange) and exchange.answer:
+            self.items[index] = replace(exchange, answer=replace(exchange.answer, feedback=score))
+
+    def visual_context(self) -> list[Exchange]:
+        """Exchanges the model sees: from the latest one with an image to the end."""
+        exchanges = self.exchanges
+        for start in range(len(exchanges) - 1, -1, -1):
+            if exchanges[start].question.image:
+                return exchanges[start:]
+        return exchanges
+
+
+def build_messages(exchanges: Sequence[Exchange], system_prompt: str = "") -> list[dict]:
+    """Role/content messages in the form processor.apply_chat_template expects.
+
+    The last exchange may be unanswered (the question being asked now).
+    """
+    messages: list[dict] = []
+    if system_prompt.strip():
+        messages.append({"role": "system", "content": [{"type": "text", "text": system_prompt.strip()}]})
+    for exchange in exchanges:
+        content: list[dict] = []
+        if exchange.question.image:
+            content.append({"type": "image"})
+        content.append({"type": "text", "text": exchange.question.text})
+        messages.append({"role": "user", "content": content})
+        if exchange.answer is not None and exchange.answer.text:
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": exchange.answer.text}]})
+    return messages
+
+
+def image_digests(exchanges: Sequence[Exchange]) -> list[str]:
+    """Digests of the images in exchanges, in the order their placeholders appear."""
+    return [e.question.image for e in exchanges if e.question.image]
+
+
+def trim(exchanges: Sequence[Exchange], fits: Callable[[list[Exchange]], bool]) -> list[Exchange]:
+    """Drop the oldest exchanges until fits() says yes; never the image exchange nor the last one.
+
+    Raises GenerationError when even the image exchange and the question alone do not fit.
+    """
+    kept = list(exchanges)
+    while not fits(kept):
+        droppable = [i for i, e in enumerate(kept[:-1]) if not e.question.image]
+        if not droppable:
+            raise GenerationError(
+                "The question and the image no longer fit in the model's context.",
+                "Ask a shorter question or start a new session.",
+            )
+        del kept[droppable[0]]
+    return kept

@@ -1,0 +1,213 @@
+"""Session logs: one JSONL file per session under LOG_DIR, media stored once by content hash.
+
+    LOG_DIR/sessions/<session id>.jsonl   one JSON record per line, appended as things happen
+    LOG_DIR/media/<digest>.<ext>          uploaded images, recordings and spoken replies
+
+Every file starts with a "session" record carrying the format version. Reading goes through
+read_session(), which upgrades older versions and skips lines it cannot parse (a crash can leave
+the last line half written), reporting them in LoggedSession.notes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from core.conversation import Answer, Conversation, Exchange, Notice, Question
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 2
+SESSION_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
+DIGEST = re.compile(r"^[0-9a-f]{16,64}$")
+EXTENSION = re.compile(r"^[a-z0-9]{1,5}$")
+
+
+def new_session_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def session_path(log_dir: Path, session_id: str) -> Path:
+    """The log file of a session; refuses ids that could point anywhere else."""
+    if not SESSION_ID.match(session_id):
+        raise ValueError(f"not a session id: {session_id!r}")
+    return Path(log_dir) / "sessions" / f"{session_id}.jsonl"
+
+
+def save_media(log_dir: Path, data: bytes, digest: str, extension: str) -> Path:
+    """Store a media file once under its content hash (atomic: written aside, then renamed)."""
+    if not DIGEST.match(digest) or not EXTENSION.match(extension):
+        raise ValueError(f"bad media name {digest!r}.{extension!r}")
+    path = Path(log_dir) / "media" / f"{digest}.{extension}"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return path
+
+
+def media_path(log_dir: Path, digest: str | None) -> Path | None:
+    """The stored file for a digest, whatever its extension; None if missing."""
+    if not digest or not DIGEST.match(digest):
+        return None
+    return next((p for p in (Path(log_dir) / "media").glob(f"{digest}.*") if not p.name.endswith(".tmp")), None)
+
+
+class SessionLog:
+    """Appends the records of one session; every write is a whole line, flushed and synced."""
+
+    def __init__(self, log_dir: Path, session_id: str):
+        self.log_dir = Path(log_dir)
+        self.session_id = session_id
+        self.path = session_path(self.log_dir, session_id)
+
+    @classmethod
+    def create(cls, log_dir: Path, **meta) -> "SessionLog":
+        log = cls(log_dir, new_session_id())
+        log.path.parent.mkdir(parents=True, exist_ok=True)
+        log.append({"type": "session", "v": FORMAT_VERSION, "id": log.session_id, "created": now(), **meta})
+        return log
+
+    def append(self, record: dict) -> None:
+        line = json.dumps({**record, "ts": record.get("ts", now())}, ensure_ascii=False)
+        with open(self.path, "a", encoding="utf-8") as f:
+            if f.tell() > 0 and not _ends_with_newline(self.path):
+                f.write("\n")  # a crash left a half line: never glue a record onto it
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def question(self, turn: int, question: Question) -> None:
+        self.append({"type": "question", "turn": turn, **asdict(question)})
+
+    def answer(self, turn: int, answer: Answer) -> None:
+        record = asdict(answer)
+        record.pop("feedback")
+        self.append({"type": "answer", "turn": turn, **record})
+
+    def feedback(self, turn: int, score: int | None) -> None:
+        self.append({"type": "feedback", "turn": turn, "score": score})
+
+    def notice(self, notice: Notice) -> None:
+        self.append({"type": "notice", **asdict(notice)})
+
+    def error(self, message: str, turn: int | None = None, detail: str = "") -> None:
+        self.append({"type": "error", "turn": turn, "message": message, "detail": detail})
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+@dataclass
+class LoggedSession:
+    session_id: str
+    header: dict
+    conversation: Conversation
+    errors: list[dict] = field(default_factory=list)  # error records, in order
+    notes: list[str] = field(default_factory=list)  # what could not be read, and upgrades made
+    version: int = FORMAT_VERSION
+
+
+def _upgrade_v1(record: dict, state: dict) -> dict:
+    """Version 1 (the first release) wrote {"type": "user"|"assistant", "text", "image"} lines,
+    numbered nothing, and flattened timings into "<stage>_s" keys."""
+    kind = record.get("type")
+    if kind == "user":
+        state["turn"] = state.get("turn", -1) + 1
+        return {"type": "question", "turn": state["turn"], "text": record.get("text", ""),
+                "source": "voice" if record.get("audio") else "text", "language": record.get("language", "en"),
+                "image": record.get("image"), "audio": record.get("audio")}
+    if kind == "assistant":
+        timings = {k.removesuffix("_s"): v for k, v in record.items() if k.endswith("_s")}
+        return {"type": "answer", "turn": state.get("turn", 0), "text": record.get("text", ""),
+                "audio": record.get("audio"), "timings": timings}
+    return record
+
+
+def read_session(path: Path) -> LoggedSession:
+    """Read a session log of any version; unreadable lines are skipped and reported in notes."""
+    path = Path(path)
+    header: dict = {}
+    notes: list[str] = []
+    errors: list[dict] = []
+    items: list = []
+    by_turn: dict[int, int] = {}  # turn number -> index in items
+    upgrade_state: dict = {}
+    version = FORMAT_VERSION
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().split("\n")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            last = number == len(lines) or all(not rest.strip() for rest in lines[number:])
+            notes.append(f"line {number} " + ("was cut off (the session may have ended abruptly)" if last else "is not valid JSON") + " and was skipped")
+            continue
+        kind = record.get("type")
+        if kind == "session":
+            header, version = record, int(record.get("v", 1))
+            if version > FORMAT_VERSION:
+                notes.append(f"written by a newer version (format {version}); some details may be missing")
+            continue
+        if version == 1:
+            record = _upgrade_v1(record, upgrade_state)
+            kind = record.get("type")
+        try:
+            if kind == "question":
+                question = Question(**_fields(record, Question))
+                if record["turn"] in by_turn:  # the question was edited: it replaces the old one
+                    items[by_turn[record["turn"]]] = Exchange(question)
+                else:
+                    by_turn[record["turn"]] = len(items)
+                    items.append(Exchange(question))
+            elif kind == "answer":
+                index = by_turn[record["turn"]]
+                answer = Answer(**_fields(record, Answer))
+                items[index] = Exchange(items[index].question, answer)
+            elif kind == "feedback":
+                index = by_turn[record["turn"]]
+                exchange = items[index]
+                if exchange.answer:
+                    items[index] = Exchange(exchange.question, replace(exchange.answer, feedback=record.get("score")))
+            elif kind == "notice":
+                items.append(Notice(**_fields(record, Notice)))
+            elif kind == "error":
+                errors.append(record)
+        except (KeyError, TypeError, IndexError) as e:
+            notes.append(f"line {number} ({kind}) could not be used and was skipped: {e!r}")
+    if version < FORMAT_VERSION and header:
+        notes.append(f"upgraded from format version {version}")
+    session_id = header.get("id") or path.stem
+    return LoggedSession(session_id, header, Conversation(items), errors, notes, version)
+
+
+def _fields(record: dict, cls) -> dict:
+    names = cls.__dataclass_fields__
+    return {k: v for k, v in record.items() if k in names}
+
+
+def list_session_files(log_dir: Path) -> list[Path]:
+    """Session log files, newest first (ids start with their UTC creation time)."""
+    folder = Path(log_dir) / "sessions"
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.glob("*.jsonl") if SESSION_ID.match(p.stem)), reverse=True)
+

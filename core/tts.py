@@ -1,0 +1,185 @@
+"""Text to speech: the Speaker protocol, gTTS (online) and espeak-ng (offline) engines."""
+
+from __future__ import annotations
+
+import io
+import logging
+import subprocess
+import tempfile
+import threading
+import wave
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+from core.errors import SpeechError
+
+logger = logging.getLogger(__name__)
+
+GTTS_TIMEOUT_S = 8.0  # longest wait for Google's TTS endpoint per sentence
+ESPEAK_TIMEOUT_S = 30.0
+CACHE_SIZE = 256  # (text, language) pairs kept per speaker
+GTTS_LANGS = {"zh": "zh-CN", "he": "iw", "jw": "jw"}  # Whisper code -> gTTS code, where they differ
+
+
+@dataclass(frozen=True)
+class Speech:
+    audio: bytes
+    format: str  # "mp3" or "wav"
+    engine: str  # which engine produced it
+    note: str = ""  # e.g. that a fallback was used
+
+    @property
+    def mime(self) -> str:
+        return "audio/mpeg" if self.format == "mp3" else "audio/wav"
+
+
+class Speaker(Protocol):
+    name: str
+
+    def speak(self, text: str, language: str = "en") -> Speech:
+        """Synthesise text; raise SpeechError on failure."""
+        ...
+
+
+class _Cache:
+    def __init__(self, size: int = CACHE_SIZE):
+        self._items: OrderedDict[tuple[str, str], Speech] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key, speech: Speech) -> None:
+        with self._lock:
+            self._items[key] = speech
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+class GTTSSpeaker:
+    """Google Translate's TTS through gTTS, written to memory (save() leaves 0-byte files on error)."""
+
+    name = "gTTS"
+
+    def __init__(self, timeout_s: float = GTTS_TIMEOUT_S):
+        self.timeout_s = timeout_s
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gtts")
+        self._cache = _Cache()
+
+    def _synthesise(self, text: str, language: str) -> bytes:
+        from gtts import gTTS
+
+        buffer = io.BytesIO()
+        gTTS(text, lang=GTTS_LANGS.get(language, language), lang_check=False).write_to_fp(buffer)
+        return buffer.getvalue()
+
+    def speak(self, text: str, language: str = "en") -> Speech:
+        key = (text, language)
+        if cached := self._cache.get(key):
+            return cached
+        # gTTS has no timeout of its own: wait for it in a pool, give up after timeout_s.
+        future = self._pool.submit(self._synthesise, text, language)
+        try:
+            audio = future.result(timeout=self.timeout_s)
+        except FutureTimeout as e:
+            raise SpeechError(f"gTTS did not answer within {self.timeout_s:.0f} s.") from e
+        except Exception as e:  # gTTSError (offline, HTTP 429, ...) or ValueError (language)
+            raise SpeechError(f"gTTS failed: {e}") from e
+        if not audio:
+            raise SpeechError("gTTS returned no audio.")
+        speech = Speech(audio, "mp3", self.name)
+        self._cache.put(key, speech)
+        return speech
+
+
+class EspeakSpeaker:
+    """espeak-ng, offline and fast; robotic but always there (apt package espeak-ng)."""
+
+    name = "espeak-ng"
+
+    def __init__(self, words_per_minute: int = 165):
+        self.words_per_minute = words_per_minute
+        self._cache = _Cache()
+
+    def _run(self, text: str, voice: str) -> bytes:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "speech.wav"  # -w writes a correct header; --stdout does not
+            subprocess.run(
+                ["espeak-ng", "-v", voice, "-s", str(self.words_per_minute), "-w", str(out), "--stdin"],
+                input=text.encode(),
+                capture_output=True,
+                timeout=ESPEAK_TIMEOUT_S,
+                check=True,
+            )
+            return out.read_bytes()
+
+    def speak(self, text: str, language: str = "en") -> Speech:
+        key = (text, language)
+        if cached := self._cache.get(key):
+            return cached
+        try:
+            try:
+                audio = self._run(text, language)
+            except subprocess.CalledProcessError:  # no voice for this language
+                audio = self._run(text, "en")
+        except FileNotFoundError as e:
+            raise SpeechError("espeak-ng is not installed (apt-get install espeak-ng).") from e
+        except (subprocess.SubprocessError, OSError) as e:
+            raise SpeechError(f"espeak-ng failed: {e}") from e
+        speech = Speech(audio, "wav", self.name)
+        self._cache.put(key, speech)
+        return speech
+
+
+class FallbackSpeaker:
+    """Try the primary engine; on failure use the fallback and say so in Speech.note."""
+
+    def __init__(self, primary: Speaker, fallback: Speaker):
+        self.primary, self.fallback = primary, fallback
+        self.name = f"{primary.name} (falls back to {fallback.name})"
+
+    def speak(self, text: str, language: str = "en") -> Speech:
+        try:
+            return self.primary.speak(text, language)
+        except SpeechError as e:
+            logger.warning("%s failed, using %s: %s", self.primary.name, self.fallback.name, e)
+            speech = self.fallback.speak(text, language)
+            return Speech(speech.audio, speech.format, speech.engine, note=f"{e} Spoken offline by {self.fallback.name}.")
+
+
+def make_speaker(engine: str) -> Speaker | None:
+    """The speaker for TTS_ENGINE: "gtts" (with espeak-ng fallback), "espeak" or "none"."""
+    if engine == "none":
+        return None
+    if engine == "espeak":
+        return EspeakSpeaker()
+    return FallbackSpeaker(GTTSSpeaker(), EspeakSpeaker())
+
+
+def join_speech(parts: Sequence[Speech]) -> Speech:
+    """One audio file from the per-sentence pieces (MP3 frames concatenate; WAV is re-framed)."""
+    if not parts:
+        raise ValueError("nothing to join")
+    formats = {p.format for p in parts}
+    if len(formats) > 1:
+        raise ValueError(f"cannot join {sorted(formats)} audio")
+    note = next((p.note for p in parts if p.note), "")
+    if parts[0].format == "mp3":
+        return Speech(b"".join(p.audio for p in parts), "mp3", parts[0].engine, note)
+    out = io.BytesIO()
+    with wave.open(out, "wb") as writer:
+        for i, part in enumerate(parts):
+            with wave.open(io.BytesIO(part.audio), "rb") as reader:
+                if i == 0:
+                    writer.setparams(reader.getparams())
+                writer.writeframes(reader.readframes(reader.getnframes()))
+    return Speech(out.getvalue(), "wav", parts[0].engine, note)

@@ -1,0 +1,176 @@
+"""Chat models: the ChatModel protocol and the in-process transformers LLaVA.
+
+A model takes the exchanges of the current visual context and yields the reply in chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Protocol, Sequence
+
+from PIL import Image
+
+from core.config import Settings
+from core.conversation import Exchange, build_messages, image_digests, trim
+from core.errors import GenerationError, ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    temperature: float = 0.2  # 0 means greedy decoding
+    top_p: float = 0.9
+    max_new_tokens: int = 512
+    system_prompt: str = ""
+
+
+class ChatModel(Protocol):
+    name: str  # shown in the sidebar and the log
+    lock: threading.Lock | None  # held while generating, when the model serves one turn at a time
+
+    def stream(
+        self,
+        exchanges: Sequence[Exchange],
+        images: Mapping[str, Image.Image],
+        options: GenerationOptions,
+        stop: threading.Event | None = None,
+    ) -> Iterator[str]:
+        """Yield the reply to the last (unanswered) exchange, chunk by chunk."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        ...
+
+
+class LlavaModel:
+    """A LLaVA-family model (llava-1.5, llava-v1.6, onevision, ...) in this process."""
+
+    def __init__(self, model, processor, name: str, token_timeout_s: float = 300.0, note: str = ""):
+        self.model = model
+        self.processor = processor
+        self.name = name
+        self.note = note  # how it was loaded, when that differs from what was asked
+        self.token_timeout_s = token_timeout_s
+        self.lock = threading.Lock()
+        text_config = getattr(model.config, "text_config", model.config)
+        self.context_length: int = getattr(text_config, "max_position_embeddings", 4096)
+
+    @classmethod
+    def load(cls, settings: Settings) -> "LlavaModel":
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        model_id, quant, note = settings.llava_model, settings.llava_quant, ""
+        kwargs: dict = {}
+        if settings.device == "cuda":
+            kwargs["dtype"] = torch.float16
+            kwargs["device_map"] = {"": 0}
+            if quant != "none":
+                try:
+                    from transformers import BitsAndBytesConfig
+                    import bitsandbytes  # noqa: F401  (checked here to say so clearly)
+                except ImportError:
+                    note, quant = "bitsandbytes is not installed: loaded in fp16.", "none"
+                else:
+                    kwargs["quantization_config"] = BitsAndBytesConfig(
+                        load_in_4bit=quant == "4bit",
+                        load_in_8bit=quant == "8bit",
+                        bnb_4bit_quant_type="nf4",
+                        bnb_4bit_compute_dtype=torch.float16,
+                    )
+        else:
+            kwargs["dtype"] = torch.float32
+            if quant != "none":
+                note, quant = f"LLAVA_QUANT={quant} needs a CUDA GPU: loaded in full precision on the CPU.", "none"
+        try:
+            processor = AutoProcessor.from_pretrained(model_id)
+            model = AutoModelForImageTextToText.from_pretrained(model_id, **kwargs).eval()
+        except Exception as e:
+            raise ModelLoadError(
+                f"Could not load the model LLAVA_MODEL={model_id!r}: {e}",
+                "Set LLAVA_MODEL to a local model folder (offline, `python -m core.tiny_llava "
+                "models/tiny-llava` builds a random test model), or connect to the Hugging Face hub.",
+            ) from e
+        if note:
+            logger.warning(note)
+        name = f"{model_id} ({quant if quant != 'none' else str(kwargs['dtype']).removeprefix('torch.')}, {settings.device})"
+        return cls(model, processor, name, settings.token_timeout_s, note)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt(self, exchanges: Sequence[Exchange], system_prompt: str = "") -> str:
+        """The prompt text, formatted by the model's own chat template."""
+        messages = build_messages(exchanges, system_prompt)
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def inputs(self, exchanges: Sequence[Exchange], images: Mapping[str, Image.Image], system_prompt: str = ""):
+        pictures = [images[d] for d in image_digests(exchanges)]
+        inputs = self.processor(images=pictures or None, text=self.prompt(exchanges, system_prompt), return_tensors="pt")
+        return inputs.to(self.model.device, self.model.dtype)
+
+    def fit(self, exchanges, images, options: GenerationOptions):
+        """Trim the oldest exchanges until the prompt and the reply fit; return (kept, inputs)."""
+        inputs = None
+
+        def fits(candidate: list[Exchange]) -> bool:
+            nonlocal inputs
+            inputs = self.inputs(candidate, images, options.system_prompt)
+            return inputs["input_ids"].shape[1] + options.max_new_tokens <= self.context_length
+
+        kept = trim(exchanges, fits)
+        return kept, inputs
+
+    def stream(self, exchanges, images, options: GenerationOptions, stop: threading.Event | None = None) -> Iterator[str]:
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        stop = stop or threading.Event()
+        kept, inputs = self.fit(exchanges, images, options)
+        if len(kept) < len(exchanges):
+            logger.info("trimmed %d old exchanges to fit the context", len(exchanges) - len(kept))
+        streamer = TextIteratorStreamer(
+            self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=self.token_timeout_s
+        )
+
+        class StopOnEvent(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return stop.is_set()
+
+        sampling = options.temperature > 0
+        kwargs = dict(
+            **inputs,
+            streamer=streamer,
+            max_new_tokens=options.max_new_tokens,
+            do_sample=sampling,
+            temperature=options.temperature if sampling else None,
+            top_p=options.top_p if sampling else None,
+            stopping_criteria=StoppingCriteriaList([StopOnEvent()]),
+        )
+        failure: list[BaseException] = []
+
+        def generate() -> None:
+            try:
+                self.model.generate(**kwargs)
+            except BaseException as e:  # reported to the reader below, not lost in the thread
+                failure.append(e)
+                streamer.end()
+
+        worker = threading.Thread(target=generate, name="llava-generate", daemon=True)
+        worker.start()
+        try:
+            for chunk in streamer:
+                if chunk:
+                    yield chunk
+        except Exception as e:  # queue.Empty: no token within the timeout
+            raise GenerationError(
+                f"The model produced nothing for {self.token_timeout_s:.0f} s.", "Try again."
+            ) from e
+        finally:
+            if worker.is_alive():
+                stop.set()  # the reader stopped early or went away: end generate() at the next token
+            worker.join(timeout=self.token_timeout_s)
+        if failure:
+            raise GenerationError(f"The model failed while writing: {failure[0]}", "Try again.") from failure[0]
