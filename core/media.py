@@ -45,8 +45,9 @@ def load_image(data: bytes, *, max_pixels: int, max_bytes: int) -> ImageInput:
             "Send a smaller or more compressed image.",
         )
     with warnings.catch_warnings():
-        # Pillow warns above its own pixel limit and raises above twice that; both mean "refuse".
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        # Pillow warns above its own pixel limit and raises above twice that; our own, lower
+        # limit is checked first from the header, and the error below is the last guard.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
                 width, height = img.size  # read from the header, nothing decoded yet
@@ -62,7 +63,10 @@ def load_image(data: bytes, *, max_pixels: int, max_bytes: int) -> ImageInput:
         except InvalidImage:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise InvalidImage("The image has too many pixels.", "Resize it and send it again.") from e
+            raise InvalidImage(
+                f"The image has too many pixels (the limit is {max_pixels / 1e6:.0f} megapixels).",
+                "Resize it and send it again.",
+            ) from e
         except UnidentifiedImageError as e:
             raise InvalidImage(
                 "This file is not an image I can read.",

@@ -124,7 +124,7 @@ class LoggedSession:
 
 def _upgrade_v1(record: dict, state: dict) -> dict:
     """Version 1 (the first release) wrote {"type": "user"|"assistant", "text", "image"} lines,
-    numbered nothing, and flattened timings into "<stage>_s" keys."""
+    numbered nothing, and put its timings ("<stage>_s": seconds) at the top level."""
     kind = record.get("type")
     if kind == "user":
         state["turn"] = state.get("turn", -1) + 1
@@ -132,7 +132,7 @@ def _upgrade_v1(record: dict, state: dict) -> dict:
                 "source": "voice" if record.get("audio") else "text", "language": record.get("language", "en"),
                 "image": record.get("image"), "audio": record.get("audio")}
     if kind == "assistant":
-        timings = {k.removesuffix("_s"): v for k, v in record.items() if k.endswith("_s")}
+        timings = {k: v for k, v in record.items() if k.endswith("_s")}
         return {"type": "answer", "turn": state.get("turn", 0), "text": record.get("text", ""),
                 "audio": record.get("audio"), "timings": timings}
     return record

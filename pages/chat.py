@@ -1,0 +1,186 @@
+"""The conversation: image, chat input (text, image, voice), streamed reply, spoken answer."""
+
+from __future__ import annotations
+
+import threading
+
+import streamlit as st
+
+from core import turn
+from core.chat_session import ChatSession
+from core.config import Settings
+from core.conversation import Exchange, Notice
+from core.errors import AppError
+from core.media import IMAGE_FORMATS
+from core.vlm import GenerationOptions
+from ui import chat_view
+from ui.resources import load_engines
+
+LANGUAGES = {"en": "English", "fr": "Français", "de": "Deutsch", "es": "Español", "it": "Italiano",
+             "pt": "Português", "nl": "Nederlands", "pl": "Polski", "ru": "Русский", "ja": "日本語",
+             "zh": "中文", "ko": "한국어", "ar": "العربية", "hi": "हिन्दी", "tr": "Türkçe"}
+IMAGE_TYPES = [fmt.lower() for fmt in IMAGE_FORMATS] + ["jpg"]
+
+settings = Settings.from_env()
+engines, load_notes = load_engines(settings)
+
+if "chat" not in st.session_state:
+    st.session_state.chat = ChatSession(settings, meta={"model": engines.chat.name})
+session: ChatSession = st.session_state.chat
+state = st.session_state
+
+
+def new_session() -> None:
+    state.chat = ChatSession(settings, meta={"model": engines.chat.name})
+    state.pop("autoplay", None)
+    state.uploader = state.get("uploader", 0) + 1
+
+
+def on_sidebar_image() -> None:
+    upload = state.get(f"image-{state.get('uploader', 0)}")
+    if upload is None:
+        return
+    try:
+        session.attach_image(upload.getvalue())
+    except AppError as e:
+        session.notify(Notice(str(e)))
+
+
+# ---- sidebar: image, settings, engines, timings
+with st.sidebar:
+    st.button("New session", icon=":material/add_comment:", on_click=new_session, use_container_width=True)
+    st.file_uploader("Image", type=IMAGE_TYPES, key=f"image-{state.get('uploader', 0)}", on_change=on_sidebar_image,
+                     help="Or attach it in the chat box. A new image starts a new visual context.")
+    if current := chat_view.media(session, session.current_image):
+        st.image(current, caption="Current image" + (" (used by your next question)" if session.pending_image else ""))
+    speak = st.toggle("Speak replies", value=settings.tts_engine != "none", disabled=engines.speaker is None)
+    language = st.selectbox("Language of typed questions", list(LANGUAGES), format_func=LANGUAGES.get,
+                            help="Spoken questions use the language Whisper detects.")
+    with st.expander("Generation settings"):
+        options = GenerationOptions(
+            temperature=st.slider("Temperature", 0.0, 1.5, 0.2, 0.05, help="0 = always the most likely word"),
+            top_p=st.slider("Top p", 0.1, 1.0, 0.9, 0.05),
+            max_new_tokens=st.slider("Max new tokens", 16, 2048, 512, 16),
+            system_prompt=st.text_area("System prompt", "", placeholder="e.g. Answer in one short paragraph."),
+        )
+    with st.expander("Models and configuration"):
+        st.markdown(f"**Chat model:** {engines.chat.name}")
+        st.markdown(f"**Speech to text:** {engines.transcriber.name if engines.transcriber else 'off'}")
+        st.markdown(f"**Text to speech:** {engines.speaker.name if engines.speaker else 'off'}")
+        st.caption("Set by environment variables (see README):")
+        st.code("\n".join(f"{name} = {value}" for name, value in settings.as_rows()), language=None)
+    st.markdown("**Last turn**")
+    timings_box = st.empty()
+    if session.session_id:
+        st.caption(f"Session `{session.session_id}`")
+
+for note in load_notes:
+    st.info(note, icon=":material/info:")
+if not session.conversation.items:
+    st.markdown("### Talk with a picture\nDrop an image in the sidebar or the chat box, then ask about it by typing "
+                "or with the microphone. Questions without an image are answered as a plain text chat.")
+
+
+# ---- the conversation so far
+def last_exchange() -> int | None:
+    return session.conversation.last_exchange_index()
+
+
+def stream_answer(index: int, timings: dict | None = None) -> None:
+    """Draw the reply to the question at index as it is written, then speak it."""
+    stop = threading.Event()
+    with st.chat_message("assistant"):
+        status = st.empty()
+        status.caption("Thinking…")
+        finished = {}
+
+        def tokens():
+            for event in turn.answer(session, engines, index, options, speak=speak, stop=stop, timings=timings):
+                if isinstance(event, turn.Waiting):
+                    status.info(event.message, icon=":material/hourglass_top:")
+                elif isinstance(event, turn.Token):
+                    status.empty()
+                    yield chat_view.escape(event.text)
+                elif isinstance(event, turn.Done):
+                    finished["answer"] = event.answer
+
+        stream = tokens()
+        try:
+            st.write_stream(stream)
+        finally:
+            stream.close()  # a rerun (Stop, a click) interrupts here: the partial reply is still logged
+        status.empty()
+        if answer := finished.get("answer"):
+            state.autoplay = (session.session_id, index)
+            chat_view.draw_answer_extras(session, index, answer, autoplay=True)
+            draw_actions(index)
+
+
+def draw_actions(index: int) -> None:
+    left, right = st.columns([1, 4])
+    left.button("Regenerate", icon=":material/refresh:", key=f"regen-{index}", on_click=request, args=("regenerate", index))
+    with right.popover("Edit question", icon=":material/edit:"):
+        text = st.text_area("Question", session.conversation.items[index].question.text, key=f"edit-{index}")
+        st.button("Resend", key=f"resend-{index}", on_click=request, args=("edit", index, text))
+
+
+def request(*action) -> None:
+    state.action = action
+
+
+last = last_exchange()
+action = state.pop("action", None)
+for index, item in enumerate(session.conversation.items):
+    if isinstance(item, Notice):
+        chat_view.draw_notice(item)
+        continue
+    chat_view.draw_question(session, item)
+    if action and action[1] == index:
+        continue  # answered again below
+    if item.answer is not None:
+        with st.chat_message("assistant"):
+            st.markdown(chat_view.escape(item.answer.text) or "*(no text)*")
+            chat_view.draw_answer_extras(session, index, item.answer, autoplay=state.get("autoplay") == (session.session_id, index))
+            if index == last:
+                draw_actions(index)
+
+if action:
+    kind, index = action[0], action[1]
+    if kind == "edit":
+        session.edit(index, action[2].strip() or session.conversation.items[index].question.text)
+        chat_view.draw_question(session, session.conversation.items[index])
+    else:
+        session.conversation.items[index] = Exchange(session.conversation.items[index].question)
+    stream_answer(index)
+elif last is not None and session.conversation.items[last].answer is None:
+    stream_answer(last)  # a question whose answer was interrupted by a reload of the script
+
+# ---- a new question
+prompt = st.chat_input(
+    "Ask about the image…",
+    accept_file=True,
+    file_type=IMAGE_TYPES,
+    accept_audio=True,
+    audio_sample_rate=16000,
+)
+if prompt:
+    files = prompt.files or []
+    turn_input = turn.TurnInput(
+        text=prompt.text or "",
+        image=files[0].getvalue() if files else None,
+        audio=prompt.audio.getvalue() if prompt.audio else None,
+        language=language,
+    )
+    state.pop("autoplay", None)
+    for event in turn.ask(session, engines, turn_input):
+        if isinstance(event, turn.Rejected):
+            chat_view.draw_notice(event.notice)
+        elif isinstance(event, turn.Asked):
+            chat_view.draw_question(session, session.conversation.items[event.index])
+            stream_answer(event.index, event.timings)
+
+if (last := last_exchange()) is not None and (answer := session.conversation.items[last].answer):
+    with timings_box.container():
+        chat_view.draw_timings(answer.timings)
+else:
+    timings_box.caption("No turn yet.")

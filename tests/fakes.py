@@ -1,0 +1,89 @@
+"""Fakes registered like the real engines, for fast unit tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from core.errors import GenerationError, SpeechError
+from core.stt import Transcript
+from core.tts import Speech
+
+
+class FakeChatModel:
+    """Streams the queued replies word by word; can fail after n chunks."""
+
+    name = "fake"
+
+    def __init__(self, *replies: str, delay_s: float = 0.0, fail_after: int | None = None, lock: bool = True):
+        self.replies = list(replies)
+        self.delay_s = delay_s
+        self.fail_after = fail_after
+        self.lock = threading.Lock() if lock else None
+        self.calls: list = []  # (exchanges, options) of each stream() call
+
+    def enqueue(self, *replies: str) -> None:
+        self.replies.extend(replies)
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def stream(self, exchanges, images, options, stop=None):
+        self.calls.append((list(exchanges), options))
+        reply = self.replies.pop(0) if self.replies else "ok."
+        words = reply.split(" ")
+        for i, word in enumerate(words):
+            if self.fail_after is not None and i == self.fail_after:
+                raise GenerationError("The model crashed (fake).")
+            if stop is not None and stop.is_set():
+                return
+            time.sleep(self.delay_s)
+            yield word if i == len(words) - 1 else word + " "
+
+
+class FakeTranscriber:
+    name = "fake-stt"
+
+    def __init__(self, text: str = "what is in the picture", language: str = "en"):
+        self.text, self.language = text, language
+
+    def transcribe(self, samples: np.ndarray, language: str | None = None) -> Transcript:
+        return Transcript(self.text, language or self.language, len(samples) / 16000)
+
+
+class FakeSpeaker:
+    """Returns a tiny valid WAV per sentence; records what it was asked to say."""
+
+    name = "fake-tts"
+
+    def __init__(self, fail: bool = False, delay_s: float = 0.0):
+        self.fail, self.delay_s = fail, delay_s
+        self.said: list[tuple[str, str]] = []
+
+    def speak(self, text: str, language: str = "en") -> Speech:
+        if self.fail:
+            raise SpeechError("fake TTS is down.")
+        time.sleep(self.delay_s)
+        self.said.append((text, language))
+        return Speech(wav_bytes(np.zeros(160, dtype=np.float32)), "wav", self.name)
+
+
+def wav_bytes(samples: np.ndarray, rate: int = 16000) -> bytes:
+    import io
+    import wave
+
+    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+    return out.getvalue()
+
+
+def tone(seconds: float, amplitude: float = 0.3, rate: int = 16000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * 440 * t)).astype(np.float32)

@@ -1,0 +1,102 @@
+import json
+
+import pytest
+
+from core.conversation import Answer, Notice, Question
+from core.session_log import FORMAT_VERSION, SessionLog, media_path, read_session, save_media, session_path
+
+
+def write_session(log_dir):
+    log = SessionLog.create(log_dir, model="fake")
+    log.question(0, Question("What is it?", image="a" * 32))
+    log.answer(0, Answer("A car.", timings={"ttft_s": 0.1}))
+    log.notice(Notice("That file is not an image."))
+    log.question(1, Question("Colour?", source="voice", audio="b" * 32))
+    log.answer(1, Answer("Red", status="partial", note="cut"))
+    log.feedback(1, 1)
+    return log
+
+
+def test_round_trip(tmp_path):
+    log = write_session(tmp_path)
+    session = read_session(log.path)
+    assert session.notes == [] and session.version == FORMAT_VERSION
+    assert session.session_id == log.session_id and session.header["model"] == "fake"
+    items = session.conversation.items
+    assert items[0].question == Question("What is it?", image="a" * 32)
+    assert items[0].answer == Answer("A car.", timings={"ttft_s": 0.1})
+    assert items[1] == Notice("That file is not an image.")
+    assert items[2].answer == Answer("Red", status="partial", note="cut", feedback=1)
+
+
+def test_regenerated_answer_and_edited_question_replace_the_old_ones(tmp_path):
+    log = write_session(tmp_path)
+    log.answer(1, Answer("Blue"))
+    assert read_session(log.path).conversation.exchanges[1].answer.text == "Blue"
+    log.question(1, Question("Which colour?"))
+    exchanges = read_session(log.path).conversation.exchanges
+    assert len(exchanges) == 2 and exchanges[1].question.text == "Which colour?" and exchanges[1].answer is None
+
+
+def test_truncated_last_line_is_ignored_with_a_note(tmp_path):
+    log = write_session(tmp_path)
+    with open(log.path, "a") as f:
+        f.write('{"type": "answer", "turn": 1, "text": "Gre')  # crash mid-write
+    session = read_session(log.path)
+    assert len(session.conversation.exchanges) == 2
+    assert session.conversation.exchanges[1].answer.text == "Red"
+    assert any("cut off" in note for note in session.notes)
+    log.answer(1, Answer("Green"))  # appending after a crash starts a fresh line
+    assert read_session(log.path).conversation.exchanges[1].answer.text == "Green"
+
+
+def test_garbage_line_in_the_middle_is_skipped(tmp_path):
+    log = write_session(tmp_path)
+    lines = log.path.read_text().splitlines()
+    lines.insert(2, "\x00\x01 not json")
+    log.path.write_text("\n".join(lines) + "\n")
+    session = read_session(log.path)
+    assert len(session.conversation.exchanges) == 2
+    assert any("not valid JSON" in note for note in session.notes)
+
+
+def test_version_1_logs_are_upgraded(tmp_path):
+    path = session_path(tmp_path, "20250101-120000-abcdef")
+    path.parent.mkdir(parents=True)
+    records = [
+        {"type": "session", "v": 1, "id": "20250101-120000-abcdef", "created": "2025-01-01T12:00:00"},
+        {"type": "user", "text": "What is it?", "image": "c" * 32},
+        {"type": "assistant", "text": "A boat.", "ttft_s": 0.5, "total_s": 2.0},
+        {"type": "user", "text": "Where?", "audio": "d" * 32, "language": "fr"},
+        {"type": "assistant", "text": "At sea."},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    session = read_session(path)
+    assert session.version == 1 and "upgraded from format version 1" in session.notes
+    first, second = session.conversation.exchanges
+    assert first.question == Question("What is it?", image="c" * 32)
+    assert first.answer.timings == {"ttft_s": 0.5, "total_s": 2.0}
+    assert second.question.source == "voice" and second.question.language == "fr"
+    assert second.answer.text == "At sea."
+
+
+def test_blank_log_reads_as_empty(tmp_path):
+    path = session_path(tmp_path, "20250101-120000-abcdef")
+    path.parent.mkdir(parents=True)
+    path.write_text("")
+    assert read_session(path).conversation.items == []
+
+
+def test_media_is_stored_once_by_digest(tmp_path):
+    first = save_media(tmp_path, b"abc", "e" * 32, "png")
+    mtime = first.stat().st_mtime_ns
+    assert save_media(tmp_path, b"abc", "e" * 32, "png") == first
+    assert first.stat().st_mtime_ns == mtime
+    assert media_path(tmp_path, "e" * 32) == first
+    assert media_path(tmp_path, "../../etc/passwd") is None
+
+
+@pytest.mark.parametrize("bad", ["../x", "/etc/passwd", "20250101-120000-abcdef/../../x", ""])
+def test_session_ids_cannot_escape_the_log_dir(tmp_path, bad):
+    with pytest.raises(ValueError):
+        session_path(tmp_path, bad)

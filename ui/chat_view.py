@@ -1,0 +1,83 @@
+"""Drawing a conversation with st.chat_message; the live turn is drawn by pages/chat.py."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import streamlit as st
+
+from core.chat_session import ChatSession
+from core.conversation import Answer, Exchange, Notice
+from core.session_log import media_path
+
+STAGES = {  # timing key -> label, in display order
+    "stt_s": "Speech to text",
+    "wait_s": "Waiting for the model",
+    "ttft_s": "Time to first token",
+    "first_sentence_s": "First sentence",
+    "first_audio_s": "First audio ready",
+    "generate_s": "Generation",
+    "tokens_per_s": "Tokens/s",
+    "tts_s": "Text to speech",
+    "total_s": "Total",
+}
+
+
+@lru_cache(maxsize=64)
+def _read(path: Path) -> bytes:
+    """Media files never change (named by content hash): read each once per process."""
+    return path.read_bytes()
+
+
+def media(session: ChatSession, digest: str | None) -> bytes | None:
+    if not digest:
+        return None
+    if digest in session.image_bytes:
+        return session.image_bytes[digest]
+    path = media_path(session.log_dir, digest)
+    return _read(path) if path else None
+
+
+def escape(text: str) -> str:
+    """Model text as markdown, without "$" turning prices into LaTeX."""
+    return text.replace("$", "\\$")
+
+
+def draw_notice(notice: Notice) -> None:
+    with st.chat_message("assistant", avatar=":material/warning:"):
+        getattr(st, notice.level)(notice.text)
+
+
+def draw_question(session: ChatSession, exchange: Exchange) -> None:
+    question = exchange.question
+    with st.chat_message("user"):
+        if image := media(session, question.image):
+            st.image(image, width=240, caption="New image")
+        if audio := media(session, question.audio):
+            st.audio(audio, format="audio/wav")
+        st.markdown(question.text)
+
+
+def draw_answer_extras(session: ChatSession, index: int, answer: Answer, autoplay: bool = False) -> None:
+    """Everything under the reply text: its note, audio and feedback."""
+    if answer.status != "complete":
+        st.warning(answer.note or f"This reply is {answer.status}.", icon=":material/content_cut:")
+    elif answer.note:
+        st.caption(answer.note)
+    if audio := media(session, answer.audio):
+        st.audio(audio, format="audio/mpeg" if answer.audio_format == "mp3" else "audio/wav", autoplay=autoplay)
+    key = f"feedback-{session.session_id}-{index}"
+    if key not in st.session_state and answer.feedback is not None:
+        st.session_state[key] = answer.feedback
+    st.feedback("thumbs", key=key, on_change=_on_feedback, args=(session, index, key))
+
+
+def _on_feedback(session: ChatSession, index: int, key: str) -> None:
+    session.feedback(index, st.session_state[key])
+
+
+def draw_timings(timings: dict[str, float]) -> None:
+    rows = [f"| {label} | {timings[key]:.2f}{'' if key == 'tokens_per_s' else ' s'} |" for key, label in STAGES.items() if key in timings]
+    if rows:
+        st.markdown("| stage | time |\n|---|---:|\n" + "\n".join(rows))
