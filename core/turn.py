@@ -223,11 +223,13 @@ def answer(
         finish()
         raise
     except AppError as e:
-        status, notes = "partial", [f"{e} The reply above is incomplete."] + notes
+        status = "partial" if text else "error"
+        notes = [f"{e} The reply above is incomplete." if text else str(e)] + notes
         session.log.error(str(e), session.turn_number(index), traceback.format_exc())
     except Exception as e:  # a bug: keep the turn, show a short message, log the traceback
         logger.exception("generation failed")
-        status, notes = "partial", [f"Something went wrong while writing the reply ({type(e).__name__}: {e})."]
+        status = "partial" if text else "error"
+        notes = [f"Something went wrong while writing the reply ({type(e).__name__}: {e})."] + notes
         session.log.error(repr(e), session.turn_number(index), traceback.format_exc())
     if status != "complete":
         stop.set()

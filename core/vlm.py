@@ -17,6 +17,8 @@ from core.errors import GenerationError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 
+MIN_REPLY_TOKENS = 32  # a conversation is trimmed until at least this much room is left for the reply
+
 
 @dataclass(frozen=True)
 class GenerationOptions:
@@ -113,22 +115,32 @@ class LlavaModel:
         return inputs.to(self.model.device, self.model.dtype)
 
     def fit(self, exchanges, images, options: GenerationOptions):
-        """Trim the oldest exchanges until the prompt and the reply fit; return (kept, inputs)."""
+        """Trim the oldest exchanges until the prompt and the reply fit the context.
+
+        Returns (kept exchanges, model inputs, max new tokens). When only the image exchange and the
+        question are left and still leave less room than asked for, the reply gets what remains.
+        """
         inputs = None
 
-        def fits(candidate: list[Exchange]) -> bool:
-            nonlocal inputs
-            inputs = self.inputs(candidate, images, options.system_prompt)
-            return inputs["input_ids"].shape[1] + options.max_new_tokens <= self.context_length
+        def fits(budget: int):
+            def check(candidate: list[Exchange]) -> bool:
+                nonlocal inputs
+                inputs = self.inputs(candidate, images, options.system_prompt)
+                return inputs["input_ids"].shape[1] + budget <= self.context_length
 
-        kept = trim(exchanges, fits)
-        return kept, inputs
+            return check
+
+        try:
+            kept = trim(exchanges, fits(options.max_new_tokens))
+        except GenerationError:
+            kept = trim(exchanges, fits(MIN_REPLY_TOKENS))
+        return kept, inputs, min(options.max_new_tokens, self.context_length - inputs["input_ids"].shape[1])
 
     def stream(self, exchanges, images, options: GenerationOptions, stop: threading.Event | None = None) -> Iterator[str]:
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         stop = stop or threading.Event()
-        kept, inputs = self.fit(exchanges, images, options)
+        kept, inputs, max_new_tokens = self.fit(exchanges, images, options)
         if len(kept) < len(exchanges):
             logger.info("trimmed %d old exchanges to fit the context", len(exchanges) - len(kept))
         streamer = TextIteratorStreamer(
@@ -143,7 +155,7 @@ class LlavaModel:
         kwargs = dict(
             **inputs,
             streamer=streamer,
-            max_new_tokens=options.max_new_tokens,
+            max_new_tokens=max_new_tokens,
             do_sample=sampling,
             temperature=options.temperature if sampling else None,
             top_p=options.top_p if sampling else None,

@@ -104,12 +104,16 @@ def stream_answer(index: int, timings: dict | None = None) -> None:
                 elif isinstance(event, turn.Done):
                     finished["answer"] = event.answer
 
+        stop_box = st.empty()
+        stop_box.button("Stop", icon=":material/stop_circle:", key=f"stop-{index}",
+                        help="Stop writing and speaking; the reply so far is kept.")
         stream = tokens()
         try:
             st.write_stream(stream)
         finally:
-            stream.close()  # a rerun (Stop, a click) interrupts here: the partial reply is still logged
+            stream.close()  # a rerun (Stop, any click) interrupts here: the partial reply is still logged
         status.empty()
+        stop_box.empty()
         if answer := finished.get("answer"):
             state.autoplay = (session.session_id, index)
             chat_view.draw_answer_extras(session, index, answer, autoplay=True)
@@ -120,42 +124,15 @@ def draw_actions(index: int) -> None:
     left, right = st.columns([1, 4])
     left.button("Regenerate", icon=":material/refresh:", key=f"regen-{index}", on_click=request, args=("regenerate", index))
     with right.popover("Edit question", icon=":material/edit:"):
-        text = st.text_area("Question", session.conversation.items[index].question.text, key=f"edit-{index}")
-        st.button("Resend", key=f"resend-{index}", on_click=request, args=("edit", index, text))
+        st.text_area("Question", session.conversation.items[index].question.text, key=f"edit-{index}")
+        st.button("Resend", key=f"resend-{index}", on_click=request, args=("edit", index))
 
 
 def request(*action) -> None:
     state.action = action
 
 
-last = last_exchange()
-action = state.pop("action", None)
-for index, item in enumerate(session.conversation.items):
-    if isinstance(item, Notice):
-        chat_view.draw_notice(item)
-        continue
-    chat_view.draw_question(session, item)
-    if action and action[1] == index:
-        continue  # answered again below
-    if item.answer is not None:
-        with st.chat_message("assistant"):
-            st.markdown(chat_view.escape(item.answer.text) or "*(no text)*")
-            chat_view.draw_answer_extras(session, index, item.answer, autoplay=state.get("autoplay") == (session.session_id, index))
-            if index == last:
-                draw_actions(index)
-
-if action:
-    kind, index = action[0], action[1]
-    if kind == "edit":
-        session.edit(index, action[2].strip() or session.conversation.items[index].question.text)
-        chat_view.draw_question(session, session.conversation.items[index])
-    else:
-        session.conversation.items[index] = Exchange(session.conversation.items[index].question)
-    stream_answer(index)
-elif last is not None and session.conversation.items[last].answer is None:
-    stream_answer(last)  # a question whose answer was interrupted by a reload of the script
-
-# ---- a new question
+# ---- the chat box (drawn at the bottom of the page wherever it is called)
 prompt = st.chat_input(
     "Ask about the image…",
     accept_file=True,
@@ -164,6 +141,35 @@ prompt = st.chat_input(
     audio_sample_rate=16000,
 )
 if prompt:
+    state.pop("autoplay", None)  # a new question silences the previous reply
+
+if action := state.pop("action", None):  # Regenerate or Resend, clicked in the last run
+    kind, index = action
+    question = session.conversation.items[index].question
+    if kind == "edit":
+        session.edit(index, state.get(f"edit-{index}", "").strip() or question.text)
+    else:
+        session.conversation.items[index] = Exchange(question)  # the new answer replaces it in the log
+
+last = last_exchange()
+for index, item in enumerate(session.conversation.items):
+    if isinstance(item, Notice):
+        chat_view.draw_notice(item)
+        continue
+    chat_view.draw_question(session, item)
+    if item.answer is not None:
+        with st.chat_message("assistant"):
+            st.markdown(chat_view.escape(item.answer.text) or "*(no text)*")
+            autoplay = state.get("autoplay") == (session.session_id, index)
+            chat_view.draw_answer_extras(session, index, item.answer, autoplay=autoplay)
+            if index == last:
+                draw_actions(index)
+
+if last is not None and session.conversation.items[last].answer is None:
+    stream_answer(last)  # regenerate, resend, or a question whose answer a rerun interrupted
+
+# ---- a new question
+if prompt:
     files = prompt.files or []
     turn_input = turn.TurnInput(
         text=prompt.text or "",
@@ -171,7 +177,6 @@ if prompt:
         audio=prompt.audio.getvalue() if prompt.audio else None,
         language=language,
     )
-    state.pop("autoplay", None)
     for event in turn.ask(session, engines, turn_input):
         if isinstance(event, turn.Rejected):
             chat_view.draw_notice(event.notice)

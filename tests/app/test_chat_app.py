@@ -1,0 +1,157 @@
+"""The app as AppTest drives it through streamlit_app.py, with the tiny LLaVA and espeak-ng."""
+
+import io
+import json
+
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from core.errors import GenerationError
+from core.session_log import list_session_files, read_session
+from tests.conftest import ROOT, png_bytes
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def app(tiny_llava, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLAVA_MODEL", str(tiny_llava))
+    monkeypatch.setenv("TTS_ENGINE", "espeak")
+    monkeypatch.setenv("LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def start() -> AppTest:
+        at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+        at.run()
+        assert not at.exception, at.exception
+        return at
+
+    start.log_dir = tmp_path / "logs"
+    return start
+
+
+def ask(at: AppTest, text: str, image: bytes | None = None, name: str = "photo.png") -> AppTest:
+    box = at.chat_input[0]
+    if image is not None:
+        box.upload(name, image, "image/png")
+    box.set_value(text).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def roles(at):
+    return [m.name for m in at.chat_message]
+
+
+def log_records(log_dir):
+    (path,) = list_session_files(log_dir)
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_typed_multi_turn_conversation_with_image(app):
+    at = ask(app(), "What is in this picture?", png_bytes())
+    assert roles(at) == ["user", "assistant"]
+    assert at.chat_message[0].markdown[0].value == "What is in this picture?"
+    assert len(at.chat_message[0].get("image")) == 1  # the image is shown in the user's message
+    audio = at.get("audio")
+    assert len(audio) == 1 and audio[0].proto.autoplay  # the reply is spoken as soon as it is done
+
+    ask(at, "And what colour is it?")
+    assert roles(at) == ["user", "assistant", "user", "assistant"]
+    autoplaying = [a for a in at.get("audio") if a.proto.autoplay]
+    assert len(autoplaying) == 1 and len(at.get("audio")) == 2
+
+    records = log_records(app.log_dir)
+    assert [r["type"] for r in records] == ["session", "question", "answer", "question", "answer"]
+    assert records[1]["image"] and records[3]["image"] is None
+    session = at.session_state["chat"]
+    streamed = [e.answer.text for e in session.conversation.exchanges]
+    assert [r["text"] for r in records if r["type"] == "answer"] == streamed
+    assert "Time to first token" in at.sidebar.markdown[-1].value or any(
+        "Time to first token" in m.value for m in at.sidebar.markdown
+    )
+
+
+def test_image_from_the_sidebar_is_used_by_the_next_question(app):
+    at = app()
+    at.sidebar.file_uploader[0].set_value(("cat.png", png_bytes(color="blue"), "image/png")).run()
+    assert any(img for img in at.sidebar.get("image"))
+    ask(at, "Describe it.")
+    assert read_session(list_session_files(app.log_dir)[0]).conversation.exchanges[0].question.image
+
+
+def test_question_before_any_image_is_answered_as_text_chat(app):
+    at = ask(app(), "Hello, who are you?")
+    assert roles(at) == ["user", "assistant"]
+    assert read_session(list_session_files(app.log_dir)[0]).conversation.exchanges[0].answer.status == "complete"
+
+
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        (b"just some text, not an image", "not an image"),
+        (None, "megapixels"),
+    ],
+)
+def test_bad_images_show_a_message_and_the_chat_goes_on(app, data, message):
+    if data is None:
+        buffer = io.BytesIO()
+        Image.new("1", (10_001, 10_001)).save(buffer, "PNG")
+        data = buffer.getvalue()
+    at = ask(app(), "first question")
+    ask(at, "what is this?", data, name="fake.png")
+    assert any(message in e.value for e in at.error)
+    assert roles(at)[:2] == ["user", "assistant"] and len(at.session_state["chat"].conversation.exchanges) == 1
+    ask(at, "still there?")
+    assert roles(at).count("user") == 2
+    assert any(r["type"] == "notice" and message in r["text"] for r in log_records(app.log_dir))
+
+
+def test_generation_failure_keeps_the_partial_reply(app, monkeypatch):
+    def failing(self, exchanges, images, options, stop=None):
+        yield "The beginning "
+        yield "of a reply "
+        raise GenerationError("The model ran out of memory (simulated).")
+
+    monkeypatch.setattr("core.vlm.LlavaModel.stream", failing)
+    at = ask(app(), "Tell me everything.")
+    assert "The beginning of a reply" in at.chat_message[1].markdown[0].value
+    assert any("out of memory" in w.value for w in at.warning)
+    records = log_records(app.log_dir)
+    answer = next(r for r in records if r["type"] == "answer")
+    assert answer["status"] == "partial" and answer["text"] == "The beginning of a reply "
+    assert any(r["type"] == "error" for r in records)
+
+
+def test_model_that_cannot_load_says_which_variable_to_set(app, monkeypatch, tmp_path):
+    monkeypatch.setenv("LLAVA_MODEL", str(tmp_path / "no-such-model"))
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at.run()
+    assert any("LLAVA_MODEL" in e.value for e in at.error)
+
+
+def test_feedback_regenerate_and_edit_are_logged(app):
+    at = ask(app(), "What is it?", png_bytes())
+    at.feedback[0].set_value(1).run()
+    at.button(key="regen-0").click().run()
+    assert roles(at) == ["user", "assistant"]
+    at.text_area(key="edit-0").set_value("What is it, exactly?")
+    at.button(key="resend-0").click().run()
+    assert not at.exception
+    assert at.chat_message[0].markdown[-1].value == "What is it, exactly?"
+    records = log_records(app.log_dir)
+    kinds = [r["type"] for r in records]
+    assert kinds == ["session", "question", "answer", "feedback", "answer", "question", "answer"]
+    assert records[3]["score"] == 1
+    session = read_session(list_session_files(app.log_dir)[0])
+    assert len(session.conversation.exchanges) == 1
+    assert session.conversation.exchanges[0].question.text == "What is it, exactly?"
+
+
+def test_new_session_starts_a_new_log(app):
+    at = ask(app(), "one")
+    at.sidebar.button[0].click().run()
+    assert roles(at) == []
+    ask(at, "two")
+    assert len(list_session_files(app.log_dir)) == 2
