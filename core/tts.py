@@ -7,6 +7,7 @@ import logging
 import subprocess
 import tempfile
 import threading
+import time
 import wave
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -141,19 +142,28 @@ class EspeakSpeaker:
 
 
 class FallbackSpeaker:
-    """Try the primary engine; on failure use the fallback and say so in Speech.note."""
+    """Try the primary engine; on failure use the fallback and say so (once) in Speech.note.
 
-    def __init__(self, primary: Speaker, fallback: Speaker):
+    After a failure the primary is left alone for retry_after_s, so that an offline machine or a
+    rate limit (HTTP 429) does not cost a timeout per sentence.
+    """
+
+    def __init__(self, primary: Speaker, fallback: Speaker, retry_after_s: float = 300.0):
         self.primary, self.fallback = primary, fallback
+        self.retry_after_s = retry_after_s
         self.name = f"{primary.name} (falls back to {fallback.name})"
+        self._primary_down_until = 0.0
 
     def speak(self, text: str, language: str = "en") -> Speech:
-        try:
-            return self.primary.speak(text, language)
-        except SpeechError as e:
-            logger.warning("%s failed, using %s: %s", self.primary.name, self.fallback.name, e)
-            speech = self.fallback.speak(text, language)
-            return Speech(speech.audio, speech.format, speech.engine, note=f"{e} Spoken offline by {self.fallback.name}.")
+        if time.monotonic() >= self._primary_down_until:
+            try:
+                return self.primary.speak(text, language)
+            except SpeechError as e:
+                logger.warning("%s failed, using %s: %s", self.primary.name, self.fallback.name, e)
+                self._primary_down_until = time.monotonic() + self.retry_after_s
+                speech = self.fallback.speak(text, language)
+                return Speech(speech.audio, speech.format, speech.engine, f"{e} Spoken offline by {self.fallback.name}.")
+        return self.fallback.speak(text, language)
 
 
 def make_speaker(engine: str) -> Speaker | None:

@@ -76,9 +76,6 @@ with st.sidebar:
 
 for note in load_notes:
     st.info(note, icon=":material/info:")
-if not session.conversation.items:
-    st.markdown("### Talk with a picture\nDrop an image in the sidebar or the chat box, then ask about it by typing "
-                "or with the microphone. Questions without an image are answered as a plain text chat.")
 
 
 # ---- the conversation so far
@@ -142,6 +139,9 @@ prompt = st.chat_input(
 )
 if prompt:
     state.pop("autoplay", None)  # a new question silences the previous reply
+elif not session.conversation.items:
+    st.markdown("### Talk with a picture\nDrop an image in the sidebar or the chat box, then ask about it by typing "
+                "or with the microphone. Questions without an image are answered as a plain text chat.")
 
 if action := state.pop("action", None):  # Regenerate or Resend, clicked in the last run
     kind, index = action

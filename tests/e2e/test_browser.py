@@ -1,0 +1,131 @@
+"""The app as a person uses it: headless Chromium, a fake microphone, real tiny models."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from core.session_log import list_session_files, read_session
+from tests.conftest import png_bytes
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+MESSAGES = "[data-testid=stChatMessage]"
+
+
+def open_chat(page, url):
+    page.goto(url)
+    page.wait_for_selector("[data-testid=stChatInput]")
+    page.wait_for_selector("text=Talk with a picture")
+
+
+def type_question(page, text, image=None):
+    if image is not None:
+        page.locator("[data-testid=stChatInput] input[type=file]").set_input_files(image)
+        page.wait_for_selector("[data-testid=stFileChipImagePreview], [data-testid=stFileChipName]")
+        time.sleep(1)  # let the chip finish uploading
+    page.locator("[data-testid=stChatInputTextArea]").fill(text)
+    send = page.locator("[data-testid=stChatInputSubmitButton]")
+    page.wait_for_function("b => !b.disabled", arg=send.element_handle())  # the upload has finished
+    send.click()
+
+
+def speak_question(page, seconds):
+    page.click("[data-testid=stChatInputMicButton]")
+    time.sleep(seconds + 0.5)  # the fake microphone plays the WAV once
+    page.click("[data-testid=stChatInputApproveButton]")
+
+
+def wait_for_reply(page, count):
+    """Wait until count assistant replies are complete (their feedback widget is drawn)."""
+    page.wait_for_function(f"document.querySelectorAll('[data-testid=stFeedback]').length >= {count}")
+
+
+def audio_state(page):
+    return page.evaluate(
+        "Array.from(document.querySelectorAll('audio')).map(a => ({autoplay: a.autoplay, paused: a.paused, t: a.currentTime}))"
+    )
+
+
+def sessions(log_dir):
+    return [read_session(p) for p in list_session_files(log_dir)]
+
+
+def test_1_image_and_typed_question_streams_and_speaks(server, browser_with_mic, tmp_path):
+    url, log_dir = server
+    page = browser_with_mic()
+    open_chat(page, url)
+    image = tmp_path / "photo.png"
+    image.write_bytes(png_bytes((320, 200), "orange"))
+    type_question(page, "What is in this picture?", image)
+    wait_for_reply(page, 1)
+    messages = page.locator(MESSAGES)
+    assert "What is in this picture?" in messages.nth(0).inner_text()
+    assert messages.nth(0).locator("img").count() == 1
+    assert messages.nth(1).inner_text().strip()
+    page.wait_for_function("Array.from(document.querySelectorAll('audio')).some(a => a.autoplay && !a.paused && a.currentTime > 0)")
+    playing = [a for a in audio_state(page) if a["autoplay"]]
+    assert len(playing) == 1 and not playing[0]["paused"] and playing[0]["t"] > 0
+    page.screenshot(path=tmp_path / "1-typed.png", full_page=True)
+
+
+def test_2_spoken_question_is_transcribed_answered_and_spoken(server, browser_with_mic, speak_wav, tmp_path):
+    url, log_dir = server
+    wav = speak_wav("What colour is the big red car?")
+    page = browser_with_mic(wav)
+    open_chat(page, url)
+    speak_question(page, 3)
+    wait_for_reply(page, 1)
+    question = page.locator(MESSAGES).nth(0)
+    words = question.inner_text().lower()
+    assert "red" in words and "car" in words
+    assert question.locator("audio").count() == 1  # the clip is playable
+    page.wait_for_function("Array.from(document.querySelectorAll('audio')).some(a => a.autoplay && !a.paused)")
+    page.screenshot(path=tmp_path / "2-voice.png", full_page=True)
+
+
+def test_3_three_mixed_turns_then_reload(server, browser_with_mic, speak_wav, tmp_path):
+    url, log_dir = server
+    before = {s.session_id for s in sessions(log_dir)}
+    page = browser_with_mic(speak_wav("Is there a dog in the picture?"))
+    open_chat(page, url)
+    image = tmp_path / "photo.png"
+    image.write_bytes(png_bytes((200, 200), "green"))
+    type_question(page, "Describe the picture.", image)
+    wait_for_reply(page, 1)
+    speak_question(page, 3)
+    wait_for_reply(page, 2)
+    type_question(page, "Thank you!")
+    wait_for_reply(page, 3)
+    assert page.locator(MESSAGES).count() == 6
+    page.screenshot(path=tmp_path / "3-before-reload.png", full_page=True)
+
+    page.reload()  # a reload starts a new, empty conversation; the old one is in the log
+    page.wait_for_selector("text=Talk with a picture")
+    assert page.locator(MESSAGES).count() == 0
+    page.screenshot(path=tmp_path / "3-after-reload.png", full_page=True)
+    (new,) = [s for s in sessions(log_dir) if s.session_id not in before]
+    exchanges = new.conversation.exchanges
+    assert [e.question.source for e in exchanges] == ["text", "voice", "text"]
+    assert "dog" in exchanges[1].question.text.lower() and all(e.answer for e in exchanges)
+
+
+def test_5_bad_input_shows_messages_and_the_chat_goes_on(server, browser_with_mic, tmp_path):
+    url, log_dir = server
+    silence = tmp_path / "silence.wav"
+    from tests.fakes import wav_bytes
+    import numpy as np
+
+    silence.write_bytes(wav_bytes(np.zeros(16000 * 2, dtype=np.float32)))
+    page = browser_with_mic(silence)
+    open_chat(page, url)
+    fake = tmp_path / "notes.png"
+    fake.write_text("this is a text file, not an image")
+    type_question(page, "What is this?", fake)
+    page.wait_for_selector("text=This file is not an image I can read")
+    speak_question(page, 2)
+    page.wait_for_selector("text=I heard nothing")
+    type_question(page, "Are you still there?")
+    wait_for_reply(page, 1)
+    assert "Are you still there?" in page.locator(MESSAGES).all_inner_texts()[-2]
+    page.screenshot(path=tmp_path / "5-bad-input.png", full_page=True)

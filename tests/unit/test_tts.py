@@ -1,0 +1,56 @@
+import io
+import wave
+
+import pytest
+
+from core.errors import SpeechError
+from core.tts import EspeakSpeaker, FallbackSpeaker, GTTSSpeaker, Speech, join_speech
+from tests.fakes import FakeSpeaker
+
+
+class Flaky:
+    name = "flaky"
+
+    def __init__(self):
+        self.calls = 0
+
+    def speak(self, text, language="en"):
+        self.calls += 1
+        raise SpeechError("HTTP 429 Too Many Requests.")
+
+
+def test_fallback_says_so_once_and_rests_the_primary():
+    primary, fallback = Flaky(), FakeSpeaker()
+    speaker = FallbackSpeaker(primary, fallback)
+    first, second = speaker.speak("One.", "en"), speaker.speak("Two.", "en")
+    assert "429" in first.note and second.note == ""
+    assert primary.calls == 1 and [t for t, _ in fallback.said] == ["One.", "Two."]
+
+
+def test_gtts_timeout_becomes_a_speech_error(monkeypatch):
+    import time
+
+    speaker = GTTSSpeaker(timeout_s=0.2)
+    monkeypatch.setattr(speaker, "_synthesise", lambda text, lang: time.sleep(2) or b"x")
+    with pytest.raises(SpeechError, match="did not answer"):
+        speaker.speak("Hello.", "en")
+
+
+def test_gtts_responses_are_cached(monkeypatch):
+    speaker, calls = GTTSSpeaker(), []
+    monkeypatch.setattr(speaker, "_synthesise", lambda text, lang: calls.append(text) or b"mp3")
+    speaker.speak("Hi.", "en"), speaker.speak("Hi.", "en"), speaker.speak("Hi.", "fr")
+    assert calls == ["Hi.", "Hi."]
+
+
+def test_espeak_makes_wav_and_survives_unknown_languages():
+    speech = EspeakSpeaker().speak("Hello there.", "xx")
+    with wave.open(io.BytesIO(speech.audio)) as w:
+        assert w.getnframes() > 1000
+
+
+def test_join_wav_keeps_all_frames():
+    a, b = EspeakSpeaker().speak("one", "en"), EspeakSpeaker().speak("two", "en")
+    frames = lambda s: wave.open(io.BytesIO(s.audio)).getnframes()  # noqa: E731
+    assert frames(join_speech([a, b])) == frames(a) + frames(b)
+    assert join_speech([Speech(b"ab", "mp3", "g"), Speech(b"cd", "mp3", "g")]).audio == b"abcd"
