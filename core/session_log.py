@@ -159,7 +159,8 @@ def read_session(path: Path) -> LoggedSession:
                 raise ValueError("not an object")
         except ValueError:
             last = number == len(lines) or all(not rest.strip() for rest in lines[number:])
-            notes.append(f"line {number} " + ("was cut off (the session may have ended abruptly)" if last else "is not valid JSON") + " and was skipped")
+            problem = "was cut off (the session may have ended abruptly)" if last else "is not valid JSON"
+            notes.append(f"line {number} {problem} and was skipped")
             continue
         kind = record.get("type")
         if kind == "session":

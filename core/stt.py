@@ -104,7 +104,10 @@ def load_transcriber(engine: str, whisper_model: str | None, device: str) -> tup
             bundled = bundled_tiny_en()
             if whisper_model is not None or bundled is None:
                 raise
-            note = f"Whisper {size} could not be downloaded: using the bundled tiny.en (English only). Set WHISPER_MODEL for another."
+            note = (
+                f"Whisper {size} could not be downloaded: using the bundled tiny.en (English only). "
+                "Set WHISPER_MODEL for another."
+            )
             logger.warning(note)
             return FasterWhisperTranscriber(bundled, device, "faster-whisper tiny.en (bundled)"), note
     except Exception as e:

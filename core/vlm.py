@@ -72,8 +72,8 @@ class LlavaModel:
             kwargs["device_map"] = {"": 0}
             if quant != "none":
                 try:
-                    from transformers import BitsAndBytesConfig
                     import bitsandbytes  # noqa: F401  (checked here to say so clearly)
+                    from transformers import BitsAndBytesConfig
                 except ImportError:
                     note, quant = "bitsandbytes is not installed: loaded in fp16.", "none"
                 else:

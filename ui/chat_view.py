@@ -78,6 +78,10 @@ def _on_feedback(session: ChatSession, index: int, key: str) -> None:
 
 
 def draw_timings(timings: dict[str, float]) -> None:
-    rows = [f"| {label} | {timings[key]:.2f}{'' if key == 'tokens_per_s' else ' s'} |" for key, label in STAGES.items() if key in timings]
+    rows = [
+        f"| {label} | {timings[key]:.2f}{'' if key == 'tokens_per_s' else ' s'} |"
+        for key, label in STAGES.items()
+        if key in timings
+    ]
     if rows:
         st.markdown("| stage | time |\n|---|---:|\n" + "\n".join(rows))

@@ -63,7 +63,9 @@ def test_1_image_and_typed_question_streams_and_speaks(server, browser_with_mic,
     assert "What is in this picture?" in messages.nth(0).inner_text()
     assert messages.nth(0).locator("img").count() == 1
     assert messages.nth(1).inner_text().strip()
-    page.wait_for_function("Array.from(document.querySelectorAll('audio')).some(a => a.autoplay && !a.paused && a.currentTime > 0)")
+    page.wait_for_function(
+        "Array.from(document.querySelectorAll('audio')).some(a => a.autoplay && !a.paused && a.currentTime > 0)"
+    )
     playing = [a for a in audio_state(page) if a["autoplay"]]
     assert len(playing) == 1 and not playing[0]["paused"] and playing[0]["t"] > 0
     page.screenshot(path=tmp_path / "1-typed.png", full_page=True)
@@ -113,8 +115,9 @@ def test_3_three_mixed_turns_then_reload(server, browser_with_mic, speak_wav, tm
 def test_5_bad_input_shows_messages_and_the_chat_goes_on(server, browser_with_mic, tmp_path):
     url, log_dir = server
     silence = tmp_path / "silence.wav"
-    from tests.fakes import wav_bytes
     import numpy as np
+
+    from tests.fakes import wav_bytes
 
     silence.write_bytes(wav_bytes(np.zeros(16000 * 2, dtype=np.float32)))
     page = browser_with_mic(silence)

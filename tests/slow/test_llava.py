@@ -77,11 +77,12 @@ def test_reply_budget_shrinks_when_only_image_and_question_are_left(model):
 
 def test_stop_event_ends_generation_early(model):
     stop = threading.Event()
-    chunks = []
-    for chunk in model.stream(three_turns(), {IMAGE: Image.new("RGB", (8, 8))}, GenerationOptions(temperature=0, max_new_tokens=200), stop):
+    chunks, images = [], {IMAGE: Image.new("RGB", (8, 8))}
+    options = GenerationOptions(temperature=0, max_new_tokens=200)
+    for chunk in model.stream(three_turns(), images, options, stop):
         chunks.append(chunk)
         stop.set()
-    full = "".join(model.stream(three_turns(), {IMAGE: Image.new("RGB", (8, 8))}, GenerationOptions(temperature=0, max_new_tokens=200)))
+    full = "".join(model.stream(three_turns(), images, options))
     assert len("".join(chunks)) < len(full)
 
 
