@@ -91,11 +91,12 @@ def test_3_three_mixed_turns_then_reload(server, browser_with_mic, speak_wav, tm
     before = {s.session_id for s in sessions(log_dir)}
     page = browser_with_mic(speak_wav("Is there a dog in the picture?"))
     open_chat(page, url)
+    # Voice first: the fake microphone starts its (one-shot) file when the page first asks for it.
+    speak_question(page, 3)
+    wait_for_reply(page, 1)
     image = tmp_path / "photo.png"
     image.write_bytes(png_bytes((200, 200), "green"))
     type_question(page, "Describe the picture.", image)
-    wait_for_reply(page, 1)
-    speak_question(page, 3)
     wait_for_reply(page, 2)
     type_question(page, "Thank you!")
     wait_for_reply(page, 3)
@@ -108,8 +109,9 @@ def test_3_three_mixed_turns_then_reload(server, browser_with_mic, speak_wav, tm
     page.screenshot(path=tmp_path / "3-after-reload.png", full_page=True)
     (new,) = [s for s in sessions(log_dir) if s.session_id not in before]
     exchanges = new.conversation.exchanges
-    assert [e.question.source for e in exchanges] == ["text", "voice", "text"]
-    assert "dog" in exchanges[1].question.text.lower() and all(e.answer for e in exchanges)
+    assert [e.question.source for e in exchanges] == ["voice", "text", "text"]
+    assert "dog" in exchanges[0].question.text.lower() and all(e.answer for e in exchanges)
+    assert exchanges[1].question.image is not None
 
 
 def test_5_bad_input_shows_messages_and_the_chat_goes_on(server, browser_with_mic, tmp_path):
