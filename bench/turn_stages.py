@@ -70,7 +70,6 @@ def main() -> None:
         start = time.perf_counter()
         transcriber = FasterWhisperTranscriber(bundled_tiny_en())
         load_whisper = time.perf_counter() - start
-        engines = turn.Engines(chat, transcriber, EspeakSpeaker())
         settings = Settings.from_env({"LOG_DIR": str(Path(tmp) / "logs"), "LLAVA_MODEL": model_path})
         wav = Path(tmp) / "question.wav"
         subprocess.run(["espeak-ng", "-s", "150", "-w", str(wav), QUESTION], check=True)
@@ -79,6 +78,7 @@ def main() -> None:
         runs: dict[str, list[dict]] = {"typed": [], "voice": []}
         for _ in range(args.repeat + 1):  # the first round warms up and is not counted
             session = ChatSession(settings)
+            engines = turn.Engines(chat, transcriber, EspeakSpeaker())  # a fresh speech cache each round
             typed = run_turn(session, engines, turn.TurnInput(text=QUESTION, image=picture()), options)
             voice = run_turn(session, engines, turn.TurnInput(audio=wav.read_bytes()), options)
             runs["typed"].append(typed)

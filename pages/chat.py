@@ -21,7 +21,11 @@ LANGUAGES = {"en": "English", "fr": "Français", "de": "Deutsch", "es": "Españo
              "zh": "中文", "ko": "한국어", "ar": "العربية", "hi": "हिन्दी", "tr": "Türkçe"}
 IMAGE_TYPES = [fmt.lower() for fmt in IMAGE_FORMATS] + ["jpg"]
 
-settings = Settings.from_env()
+try:
+    settings = Settings.from_env()
+except ValueError as e:  # a misspelt engine name in the environment
+    st.error(f"Configuration error: {e}. Fix the environment variable and restart the app.")
+    st.stop()
 engines, load_notes = load_engines(settings)
 
 if "chat" not in st.session_state:

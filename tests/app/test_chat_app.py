@@ -131,6 +131,13 @@ def test_model_that_cannot_load_says_which_variable_to_set(app, monkeypatch, tmp
     assert any("LLAVA_MODEL" in e.value for e in at.error)
 
 
+def test_bad_configuration_value_is_named(app, monkeypatch):
+    monkeypatch.setenv("STT_ENGINE", "whisper.cpp")
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception and any("STT_ENGINE" in e.value for e in at.error)
+
+
 def test_feedback_regenerate_and_edit_are_logged(app):
     at = ask(app(), "What is it?", png_bytes())
     at.feedback[0].set_value(1).run()
