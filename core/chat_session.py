@@ -8,9 +8,9 @@ from pathlib import Path
 from PIL import Image
 
 from core.config import Settings
-from core.conversation import Answer, Conversation, Exchange, Notice, Question
+from core.conversation import Answer, Conversation, Exchange, Notice, Question, image_digests
 from core.media import ImageInput, load_image
-from core.session_log import SessionLog, save_media
+from core.session_log import SessionLog, media_path, read_session, save_media, session_path
 
 
 class ChatSession:
@@ -25,6 +25,22 @@ class ChatSession:
         self.image_bytes: dict[str, bytes] = {}  # digest -> bytes as uploaded, for display
         self.pending_image: str | None = None  # set from the sidebar, taken by the next question
         self._log: SessionLog | None = None
+
+    @classmethod
+    def resume(cls, settings: Settings, session_id: str) -> "ChatSession":
+        """Continue a logged session: its conversation and images come back, new turns go on
+        being appended to the same log file."""
+        logged = read_session(session_path(settings.log_dir, session_id))
+        session = cls(settings, meta=logged.header)
+        session.conversation = logged.conversation
+        session._log = SessionLog(settings.log_dir, logged.session_id)
+        for digest in image_digests(logged.conversation.exchanges):
+            path = media_path(settings.log_dir, digest)
+            if path is None:
+                continue  # shown as missing; the model is then asked without it
+            image = load_image(path.read_bytes(), max_pixels=settings.max_image_pixels, max_bytes=settings.max_image_bytes)
+            session.images[digest] = image.image
+        return session
 
     @property
     def log(self) -> SessionLog:

@@ -10,6 +10,7 @@ the last line half written), reporting them in LoggedSession.notes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -38,10 +39,24 @@ def now() -> str:
 
 
 def session_path(log_dir: Path, session_id: str) -> Path:
-    """The log file of a session; refuses ids that could point anywhere else."""
-    if not SESSION_ID.match(session_id):
+    """The log file of a session. Refuses anything that is not a session id (a path, "../x", an
+    absolute name) and a file that resolves outside LOG_DIR (a symlink pointing elsewhere)."""
+    if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
         raise ValueError(f"not a session id: {session_id!r}")
-    return Path(log_dir) / "sessions" / f"{session_id}.jsonl"
+    path = Path(log_dir) / "sessions" / f"{session_id}.jsonl"
+    _inside(log_dir, path)
+    return path
+
+
+def user_log_dir(log_dir: Path, identity: str) -> Path:
+    """The folder of one signed-in user's sessions: LOG_DIR/users/<hash of their identity>.
+    Hashed, so that no name or address from the identity provider ever becomes a path."""
+    return Path(log_dir) / "users" / hashlib.sha256(identity.encode()).hexdigest()[:24]
+
+
+def _inside(log_dir: Path, path: Path) -> None:
+    if not path.resolve().is_relative_to(Path(log_dir).resolve()):
+        raise ValueError(f"{path} leads outside the log folder")
 
 
 def save_media(log_dir: Path, data: bytes, digest: str, extension: str) -> Path:
@@ -61,7 +76,10 @@ def media_path(log_dir: Path, digest: str | None) -> Path | None:
     """The stored file for a digest, whatever its extension; None if missing."""
     if not digest or not DIGEST.match(digest):
         return None
-    return next((p for p in (Path(log_dir) / "media").glob(f"{digest}.*") if not p.name.endswith(".tmp")), None)
+    for path in (Path(log_dir) / "media").glob(f"{digest}.*"):
+        if not path.name.endswith(".tmp") and path.resolve().is_relative_to(Path(log_dir).resolve()):
+            return path
+    return None
 
 
 class SessionLog:
@@ -120,6 +138,29 @@ class LoggedSession:
     errors: list[dict] = field(default_factory=list)  # error records, in order
     notes: list[str] = field(default_factory=list)  # what could not be read, and upgrades made
     version: int = FORMAT_VERSION
+    updated: str = ""  # time of the last readable record (ISO 8601)
+
+    @property
+    def created(self) -> str:
+        return self.header.get("created", "")
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds from the start of the session to its last record (0 when unknown)."""
+        try:
+            return max(0.0, (datetime.fromisoformat(self.updated) - datetime.fromisoformat(self.created)).total_seconds())
+        except ValueError:
+            return 0.0
+
+    def media(self) -> set[str]:
+        """Digests of every image, recording and spoken reply the session refers to."""
+        digests = set()
+        for exchange in self.conversation.exchanges:
+            digests.update((exchange.question.image, exchange.question.audio))
+            if exchange.answer:
+                digests.add(exchange.answer.audio)
+        digests.discard(None)
+        return digests
 
 
 def _upgrade_v1(record: dict, state: dict) -> dict:
@@ -148,6 +189,7 @@ def read_session(path: Path) -> LoggedSession:
     by_turn: dict[int, int] = {}  # turn number -> index in items
     upgrade_state: dict = {}
     version = FORMAT_VERSION
+    updated = ""
     with open(path, encoding="utf-8", errors="replace") as f:
         lines = f.read().split("\n")
     for number, line in enumerate(lines, start=1):
@@ -163,6 +205,7 @@ def read_session(path: Path) -> LoggedSession:
             notes.append(f"line {number} {problem} and was skipped")
             continue
         kind = record.get("type")
+        updated = record.get("ts", updated) if isinstance(record.get("ts"), str) else updated
         if kind == "session":
             header, version = record, int(record.get("v", 1))
             if version > FORMAT_VERSION:
@@ -197,7 +240,7 @@ def read_session(path: Path) -> LoggedSession:
     if version < FORMAT_VERSION and header:
         notes.append(f"upgraded from format version {version}")
     session_id = header.get("id") or path.stem
-    return LoggedSession(session_id, header, Conversation(items), errors, notes, version)
+    return LoggedSession(session_id, header, Conversation(items), errors, notes, version, updated)
 
 
 def _fields(record: dict, cls) -> dict:
@@ -207,8 +250,18 @@ def _fields(record: dict, cls) -> dict:
 
 def list_session_files(log_dir: Path) -> list[Path]:
     """Session log files, newest first (ids start with their UTC creation time)."""
+    return sorted((Path(entry.path) for entry in scan_sessions(log_dir)), reverse=True)
+
+
+def scan_sessions(log_dir: Path) -> list[os.DirEntry]:
+    """The session files in LOG_DIR/sessions, unordered, with their cached stat. Symlinks are
+    left out: a log is a plain file, and a link could lead outside LOG_DIR."""
     folder = Path(log_dir) / "sessions"
-    if not folder.is_dir():
+    if not folder.is_dir() or not folder.resolve().is_relative_to(Path(log_dir).resolve()):
         return []
-    return sorted((p for p in folder.glob("*.jsonl") if SESSION_ID.match(p.stem)), reverse=True)
+    with os.scandir(folder) as entries:
+        return [
+            entry for entry in entries
+            if entry.name.endswith(".jsonl") and SESSION_ID.match(entry.name[:-6]) and entry.is_file(follow_symlinks=False)
+        ]
 

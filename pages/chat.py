@@ -14,6 +14,7 @@ from core.errors import AppError
 from core.media import IMAGE_FORMATS
 from core.vlm import GenerationOptions
 from ui import chat_view
+from ui.account import signed_in_settings
 from ui.resources import load_engines
 
 LANGUAGES = {"en": "English", "fr": "Français", "de": "Deutsch", "es": "Español", "it": "Italiano",
@@ -22,13 +23,14 @@ LANGUAGES = {"en": "English", "fr": "Français", "de": "Deutsch", "es": "Españo
 IMAGE_TYPES = [fmt.lower() for fmt in IMAGE_FORMATS] + ["jpg"]
 
 try:
-    settings = Settings.from_env()
+    settings = signed_in_settings(Settings.from_env())
 except ValueError as e:  # a misspelt engine name in the environment
     st.error(f"Configuration error: {e}. Fix the environment variable and restart the app.")
     st.stop()
 engines, load_notes = load_engines(settings)
 
-if "chat" not in st.session_state:
+if "chat" not in st.session_state or st.session_state.chat.log_dir != settings.log_dir:
+    # new here, or signed in as someone else since: never write into another user's folder
     st.session_state.chat = ChatSession(settings, meta={"model": engines.chat.name})
 session: ChatSession = st.session_state.chat
 state = st.session_state

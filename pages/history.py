@@ -1,23 +1,132 @@
-"""Past sessions, read from the log files."""
+"""Past sessions: list, search, open, replay, export, delete, and continue in the chat.
+
+The log files are the source of truth; core.history_index keeps a SQLite FTS5 index of them in
+step (synced once per run: only new or changed files are read). The open session is named in
+the URL (?session=<id>&turn=<n>), so it can be bookmarked; ids are checked before any file is.
+"""
+
+from __future__ import annotations
 
 import streamlit as st
 
+from core.chat_session import ChatSession
 from core.config import Settings
-from core.session_log import list_session_files, read_session
+from core.errors import AppError
+from core.export import export_zip, session_to_json, session_to_markdown
+from core.history_index import HistoryIndex
+from core.session_log import SESSION_ID, read_session, session_path
+from ui import history_view
+from ui.account import signed_in_settings
 
-settings = Settings.from_env()
-st.title("History")
-files = list_session_files(settings.log_dir)
-if not files:
-    st.info("No sessions yet. Ask something on the Chat page and it will appear here.")
-for path in files[:50]:
-    logged = read_session(path)
-    exchanges = logged.conversation.exchanges
-    first = exchanges[0].question.text if exchanges else "(no question)"
-    with st.expander(f"{logged.header.get('created', path.stem)[:19]} · {first[:80]} · {len(exchanges)} turns"):
-        for note in logged.notes:
-            st.caption(note)
-        for exchange in exchanges:
-            st.markdown(f"**You:** {exchange.question.text}")
-            if exchange.answer:
-                st.markdown(f"**Assistant:** {exchange.answer.text}")
+PAGE_SIZE = 20
+
+try:
+    settings = signed_in_settings(Settings.from_env())
+except ValueError as e:
+    st.error(f"Configuration error: {e}. Fix the environment variable and restart the app.")
+    st.stop()
+state = st.session_state
+index = HistoryIndex(settings.log_dir)
+index.sync()
+
+
+def open_session(session_id: str, turn: int | None = None) -> None:
+    st.query_params.clear()
+    st.query_params["session"] = session_id
+    if turn is not None:
+        st.query_params["turn"] = str(turn)
+
+
+def close_session() -> None:
+    st.query_params.clear()
+
+
+def delete_session(session_id: str) -> None:
+    removed = index.delete(session_id)
+    chat = state.get("chat")
+    if chat is not None and chat.session_id == session_id:
+        del state.chat  # the chat page starts afresh instead of writing into a deleted log
+    st.query_params.clear()
+    state.flash = f"Deleted the session and {len(removed) - 1} media file(s) no other session used."
+
+
+def draw_list() -> None:
+    st.title("History")
+    if flash := state.pop("flash", None):
+        st.success(flash, icon=":material/delete:")
+    total = index.count()
+    if total == 0:
+        st.info("No sessions yet. Ask something on the Chat page and it will appear here.", icon=":material/info:")
+        return
+    query = st.text_input("Search", key="query", placeholder="A word from a question, a transcript or a reply",
+                          icon=":material/search:")
+    if query.strip():
+        hits = index.search(query)
+        st.caption(f"{len(hits)}{'+' if len(hits) == 50 else ''} matching turn{'s' if len(hits) != 1 else ''}")
+        for hit in hits:
+            history_view.search_hit(hit, open_session)
+        return
+    pages = (total + PAGE_SIZE - 1) // PAGE_SIZE
+    page = min(state.get("page", 0), pages - 1)
+    top = st.columns([3, 1], vertical_alignment="center")
+    top[0].caption(f"{total} session{'s' if total != 1 else ''}, newest first")
+    top[1].download_button("Export all (zip)", data=lambda: export_zip(settings.log_dir, _all_ids()),
+                           file_name="talk-with-a-picture-sessions.zip", mime="application/zip",
+                           icon=":material/folder_zip:", on_click="ignore")
+    for summary in index.page(page * PAGE_SIZE, PAGE_SIZE):
+        history_view.summary_row(settings.log_dir, summary, open_session)
+    if pages > 1:
+        back, where, forward = st.columns([1, 2, 1], vertical_alignment="center")
+        back.button("Newer", icon=":material/chevron_left:", disabled=page == 0, on_click=_turn_page, args=(-1,))
+        where.caption(f"Page {page + 1} of {pages}")
+        forward.button("Older", icon=":material/chevron_right:", disabled=page >= pages - 1,
+                       on_click=_turn_page, args=(1,))
+
+
+def _turn_page(step: int) -> None:
+    state.page = max(0, state.get("page", 0) + step)
+
+
+def _all_ids() -> list[str]:
+    return [s.session_id for s in index.page(0, index.count())]
+
+
+def draw_session(session_id: str, highlight: int | None) -> None:
+    st.button("All sessions", icon=":material/arrow_back:", on_click=close_session)
+    summary = index.get(session_id)
+    if summary is None:
+        st.warning("This session is not in the log folder (it may have been deleted).", icon=":material/search_off:")
+        return
+    logged = read_session(session_path(settings.log_dir, session_id))
+    st.title(f"Session of {history_view.when(summary.created)}")
+    st.caption(f"{summary.turns} turns · {history_view.duration(summary.duration_s)} · {summary.model or 'unknown model'}"
+               f" · `{session_id}`")
+    resume, markdown, as_json, delete = st.columns(4)
+    if resume.button("Continue in chat", icon=":material/chat:", type="primary"):
+        try:
+            state.chat = ChatSession.resume(settings, session_id)
+        except (AppError, OSError) as e:
+            st.error(f"This session cannot be continued: {e}")
+        else:
+            st.switch_page("pages/chat.py")
+    markdown.download_button("Markdown", lambda: session_to_markdown(logged, settings.log_dir), f"{session_id}.md",
+                             mime="text/markdown", icon=":material/description:", on_click="ignore")
+    as_json.download_button("JSON", lambda: session_to_json(logged), f"{session_id}.json", mime="application/json",
+                            icon=":material/data_object:", on_click="ignore")
+    with delete.popover("Delete", icon=":material/delete:"):
+        st.write("Delete this session, its recordings and spoken replies, and the images no other session uses? "
+                 "This cannot be undone.")
+        st.button("Delete for good", type="primary", key="confirm-delete", on_click=delete_session, args=(session_id,))
+    history_view.session(settings.log_dir, logged, highlight)
+
+
+selected = st.query_params.get("session")
+if selected is None:
+    draw_list()
+elif not SESSION_ID.match(selected):
+    st.query_params.clear()
+    st.error("That link does not name a session.", icon=":material/link_off:")
+    draw_list()
+else:
+    turn = st.query_params.get("turn", "")
+    draw_session(selected, int(turn) if turn.isdigit() else None)

@@ -31,11 +31,14 @@ def _read(path: Path) -> bytes:
 
 
 def media(session: ChatSession, digest: str | None) -> bytes | None:
-    if not digest:
-        return None
-    if digest in session.image_bytes:
+    if digest and digest in session.image_bytes:
         return session.image_bytes[digest]
-    path = media_path(session.log_dir, digest)
+    return stored(session.log_dir, digest)
+
+
+def stored(log_dir: Path, digest: str | None) -> bytes | None:
+    """The bytes of a media file in the log folder; None when there is none."""
+    path = media_path(log_dir, digest)
     return _read(path) if path else None
 
 

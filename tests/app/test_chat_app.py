@@ -1,7 +1,6 @@
 """The app as AppTest drives it through streamlit_app.py, with the tiny LLaVA and espeak-ng."""
 
 import io
-import json
 
 import pytest
 from PIL import Image
@@ -9,44 +8,10 @@ from streamlit.testing.v1 import AppTest
 
 from core.errors import GenerationError
 from core.session_log import list_session_files, read_session
+from tests.app.conftest import ask, log_records, roles
 from tests.conftest import ROOT, png_bytes
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def app(tiny_llava, tmp_path, monkeypatch):
-    monkeypatch.setenv("LLAVA_MODEL", str(tiny_llava))
-    monkeypatch.setenv("TTS_ENGINE", "espeak")
-    monkeypatch.setenv("LOG_DIR", str(tmp_path / "logs"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-    def start() -> AppTest:
-        at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
-        at.run()
-        assert not at.exception, at.exception
-        return at
-
-    start.log_dir = tmp_path / "logs"
-    return start
-
-
-def ask(at: AppTest, text: str, image: bytes | None = None, name: str = "photo.png") -> AppTest:
-    box = at.chat_input[0]
-    if image is not None:
-        box.upload(name, image, "image/png")
-    box.set_value(text).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def roles(at):
-    return [m.name for m in at.chat_message]
-
-
-def log_records(log_dir):
-    (path,) = list_session_files(log_dir)
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_typed_multi_turn_conversation_with_image(app):

@@ -1,0 +1,36 @@
+"""Who is using the app, and so which folder their sessions live in.
+
+Without sign-in configured (a local, single-user app) everyone shares LOG_DIR. With st.login set
+up in .streamlit/secrets.toml ([auth] section, OpenID Connect), a user must sign in, and their
+sessions are stored, listed and searched under a folder of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import streamlit as st
+
+from core.config import Settings
+from core.session_log import user_log_dir
+
+
+def signed_in_settings(settings: Settings) -> Settings:
+    """settings with log_dir set to this user's folder; asks to sign in (and stops) when needed."""
+    logged_in = st.user.get("is_logged_in")
+    if logged_in is None:  # sign-in is not configured
+        return settings
+    if not logged_in:
+        st.title("Talk with a picture")
+        st.info("Sign in to talk with your pictures and see your past sessions.", icon=":material/lock:")
+        st.button("Sign in", icon=":material/login:", on_click=st.login)
+        st.stop()
+    subject = st.user.get("sub") or st.user.get("email")
+    identity = f"{st.user.get('iss', '')}|{subject}" if subject else ""  # sub is unique per issuer
+    if not identity:
+        st.error("Your sign-in provider gave no user id (sub) or email, so your sessions cannot be kept apart.")
+        st.stop()
+    with st.sidebar:
+        st.caption(f"Signed in as {st.user.get('email') or st.user.get('name') or 'you'}")
+        st.button("Sign out", icon=":material/logout:", on_click=st.logout)
+    return replace(settings, log_dir=user_log_dir(settings.log_dir, identity))

@@ -1,0 +1,150 @@
+"""Drawing past sessions: list rows, search hits, and one session as it was."""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+
+import streamlit as st
+from PIL import Image
+
+from core.history_index import MARK_END, MARK_START, SearchHit, SessionSummary
+from core.session_log import LoggedSession, media_path
+from ui.chat_view import STAGES, escape, stored
+
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~:$<])")
+
+
+def when(iso: str) -> str:
+    """An ISO time (UTC) as local-looking "2026-11-25 14:03"."""
+    try:
+        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return iso or "?"
+
+
+def duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+
+def highlighted(snippet: str) -> str:
+    """An index snippet as markdown: its text escaped, the matched words highlighted."""
+    out = []
+    for part in re.split(f"({MARK_START}.*?{MARK_END})", snippet):
+        if part.startswith(MARK_START) and part.endswith(MARK_END):
+            out.append(":orange-background[" + _literal(part[1:-1]) + "]")
+        else:
+            out.append(_literal(part.replace("\n", " ")))
+    return "".join(out)
+
+
+def _literal(text: str) -> str:
+    """Text shown as is in markdown (every markup character backslash-escaped)."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+@lru_cache(maxsize=512)
+def _thumbnail(path: Path, size: int) -> bytes:
+    with Image.open(path) as image:
+        image.thumbnail((size, size))
+        out = io.BytesIO()
+        image.convert("RGB").save(out, "JPEG", quality=75)
+    return out.getvalue()
+
+
+def thumbnail(log_dir: Path, digest: str, size: int = 96) -> bytes | None:
+    path = media_path(log_dir, digest)
+    if path is None:
+        return None
+    try:
+        return _thumbnail(path, size)
+    except OSError:
+        return None
+
+
+def summary_row(log_dir: Path, summary: SessionSummary, on_open) -> None:
+    with st.container(border=True):
+        left, middle, right = st.columns([1, 6, 1], vertical_alignment="center")
+        pictures = [t for d in summary.images[:3] if (t := thumbnail(log_dir, d))]
+        if pictures:
+            left.image(pictures, width=64)
+        else:
+            left.markdown(":material/chat:")
+        middle.markdown(f"**{when(summary.created)}** · {escape(summary.first_question[:120]) or '*(no question)*'}")
+        details = [f"{summary.turns} turn{'s' if summary.turns != 1 else ''}", duration(summary.duration_s),
+                   summary.model or "unknown model"]
+        if summary.errors:
+            details.append(f":red[{summary.errors} error{'s' if summary.errors != 1 else ''}]")
+        middle.caption(" · ".join(details))
+        right.button("Open", key=f"open-{summary.session_id}", on_click=on_open, args=(summary.session_id,))
+
+
+def search_hit(hit: SearchHit, on_open) -> None:
+    with st.container(border=True):
+        left, right = st.columns([7, 1], vertical_alignment="center")
+        left.markdown(f"**{when(hit.created)}** · turn {hit.turn + 1}")
+        if MARK_START in hit.question:
+            left.markdown(f"You: {highlighted(hit.question)}")
+        if MARK_START in hit.answer or MARK_START not in hit.question:
+            left.markdown(f"Assistant: {highlighted(hit.answer)}")
+        right.button("Open", key=f"hit-{hit.session_id}-{hit.turn}", on_click=on_open, args=(hit.session_id, hit.turn))
+
+
+def session(log_dir: Path, logged: LoggedSession, highlight: int | None = None) -> None:
+    """The whole session: images, each turn with its transcript, recordings, reply audio and timings."""
+    for note in logged.notes:
+        st.info(note, icon=":material/info:")
+    turn = 0
+    for item in logged.conversation.items:
+        if not hasattr(item, "question"):  # a Notice
+            with st.chat_message("assistant", avatar=":material/warning:"):
+                getattr(st, item.level)(item.text)
+            continue
+        box = st.container(border=True) if turn == highlight else st.container()
+        with box:
+            if turn == highlight:
+                st.caption(":orange-background[Search match]")
+            _exchange(log_dir, item, turn)
+        turn += 1
+    for error in logged.errors:
+        st.error(f"{when(error.get('ts', ''))} · turn {(error.get('turn') or 0) + 1}: {error.get('message', '')}",
+                 icon=":material/error:")
+
+
+def _exchange(log_dir: Path, exchange, turn: int) -> None:
+    question, answer = exchange.question, exchange.answer
+    with st.chat_message("user"):
+        if question.image:
+            if image := stored(log_dir, question.image):
+                st.image(image, width=240, caption="New image")
+            else:
+                st.caption("(image missing from the log folder)")
+        if audio := stored(log_dir, question.audio):
+            st.audio(audio, format="audio/wav")
+        label = "Transcript" if question.source == "voice" else "Typed"
+        st.caption(f"Turn {turn + 1} · {label} · {question.language}")
+        st.markdown(escape(question.text))
+    if answer is None:
+        st.caption("No reply was recorded for this question.")
+        return
+    with st.chat_message("assistant"):
+        st.markdown(escape(answer.text) or "*(no text)*")
+        if answer.status != "complete":
+            st.warning(answer.note or f"This reply is {answer.status}.", icon=":material/content_cut:")
+        elif answer.note:
+            st.caption(answer.note)
+        if audio := stored(log_dir, answer.audio):
+            st.audio(audio, format="audio/mpeg" if answer.audio_format == "mp3" else "audio/wav")
+        extras = []
+        if answer.feedback is not None:
+            extras.append(":material/thumb_up:" if answer.feedback else ":material/thumb_down:")
+        timings = [f"{label} {answer.timings[key]:.2f}{'' if key == 'tokens_per_s' else ' s'}"
+                   for key, label in STAGES.items() if key in answer.timings]
+        if timings:
+            extras.append(" · ".join(timings))
+        if extras:
+            st.caption("  ".join(extras))
