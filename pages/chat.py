@@ -13,7 +13,7 @@ from core.conversation import Exchange, Notice
 from core.errors import AppError
 from core.media import IMAGE_FORMATS
 from core.vlm import GenerationOptions
-from ui import chat_view
+from ui import chat_view, speech_queue
 from ui.account import signed_in_settings
 from ui.resources import load_engines
 
@@ -38,7 +38,7 @@ state = st.session_state
 
 def new_session() -> None:
     state.chat = ChatSession(settings, meta={"model": engines.chat.name})
-    state.pop("autoplay", None)
+    state.silence = True
     state.uploader = state.get("uploader", 0) + 1
 
 
@@ -82,6 +82,8 @@ with st.sidebar:
 
 for note in load_notes:
     st.info(note, icon=":material/info:")
+if state.pop("silence", False):  # Stop or New session was clicked: the spoken reply stops too
+    speech_queue.stop()
 
 
 # ---- the conversation so far
@@ -95,6 +97,7 @@ def stream_answer(index: int, timings: dict | None = None) -> None:
     with st.chat_message("assistant"):
         status = st.empty()
         status.caption("Thinking…")
+        speech = speech_queue.SpeechQueue() if speak else None
         finished = {}
 
         def tokens():
@@ -104,11 +107,13 @@ def stream_answer(index: int, timings: dict | None = None) -> None:
                 elif isinstance(event, turn.Token):
                     status.empty()
                     yield chat_view.escape(event.text)
+                elif isinstance(event, turn.Spoken) and speech:
+                    speech.play(event.speech.audio, event.speech.format)  # while the text goes on
                 elif isinstance(event, turn.Done):
                     finished["answer"] = event.answer
 
         stop_box = st.empty()
-        stop_box.button("Stop", icon=":material/stop_circle:", key=f"stop-{index}",
+        stop_box.button("Stop", icon=":material/stop_circle:", key=f"stop-{index}", on_click=silence,
                         help="Stop writing and speaking; the reply so far is kept.")
         stream = tokens()
         try:
@@ -118,9 +123,12 @@ def stream_answer(index: int, timings: dict | None = None) -> None:
         status.empty()
         stop_box.empty()
         if answer := finished.get("answer"):
-            state.autoplay = (session.session_id, index)
-            chat_view.draw_answer_extras(session, index, answer, autoplay=True)
+            chat_view.draw_answer_extras(session, index, answer)  # the whole reply in one player, to replay
             draw_actions(index)
+
+
+def silence() -> None:
+    state.silence = True
 
 
 def draw_actions(index: int) -> None:
@@ -143,9 +151,7 @@ prompt = st.chat_input(
     accept_audio=True,
     audio_sample_rate=16000,
 )
-if prompt:
-    state.pop("autoplay", None)  # a new question silences the previous reply
-elif not session.conversation.items:
+if not prompt and not session.conversation.items:
     st.markdown("### Talk with a picture\nDrop an image in the sidebar or the chat box, then ask about it by typing "
                 "or with the microphone. Questions without an image are answered as a plain text chat.")
 
@@ -166,8 +172,7 @@ for index, item in enumerate(session.conversation.items):
     if item.answer is not None:
         with st.chat_message("assistant"):
             st.markdown(chat_view.escape(item.answer.text) or "*(no text)*")
-            autoplay = state.get("autoplay") == (session.session_id, index)
-            chat_view.draw_answer_extras(session, index, item.answer, autoplay=autoplay)
+            chat_view.draw_answer_extras(session, index, item.answer)
             if index == last:
                 draw_actions(index)
 

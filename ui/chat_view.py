@@ -62,14 +62,14 @@ def draw_question(session: ChatSession, exchange: Exchange) -> None:
         st.markdown(question.text)
 
 
-def draw_answer_extras(session: ChatSession, index: int, answer: Answer, autoplay: bool = False) -> None:
+def draw_answer_extras(session: ChatSession, index: int, answer: Answer) -> None:
     """Everything under the reply text: its note, audio and feedback."""
     if answer.status != "complete":
         st.warning(answer.note or f"This reply is {answer.status}.", icon=":material/content_cut:")
     elif answer.note:
         st.caption(answer.note)
     if audio := media(session, answer.audio):
-        st.audio(audio, format="audio/mpeg" if answer.audio_format == "mp3" else "audio/wav", autoplay=autoplay)
+        st.audio(audio, format="audio/mpeg" if answer.audio_format == "mp3" else "audio/wav")
     key = f"feedback-{session.session_id}-{index}"
     if key not in st.session_state and answer.feedback is not None:
         st.session_state[key] = answer.feedback

@@ -1,6 +1,7 @@
 """The app as AppTest drives it through streamlit_app.py, with the tiny LLaVA and espeak-ng."""
 
 import io
+import json
 
 import pytest
 from PIL import Image
@@ -20,12 +21,16 @@ def test_typed_multi_turn_conversation_with_image(app):
     assert at.chat_message[0].markdown[0].value == "What is in this picture?"
     assert len(at.chat_message[0].get("image")) == 1  # the image is shown in the user's message
     audio = at.get("audio")
-    assert len(audio) == 1 and audio[0].proto.autoplay  # the reply is spoken as soon as it is done
+    assert len(audio) == 1 and not audio[0].proto.autoplay  # the whole reply, to replay
+    (queue,) = at.get("bidi_component")  # the sentences went to the page's speech queue as they came
+    clips = json.loads(queue.proto.json)["clips"]
+    assert queue.proto.component_name == "talk_speech_queue" and clips
+    assert [c["seq"] for c in clips] == list(range(clips[0]["seq"], clips[0]["seq"] + len(clips)))
+    assert all(c["src"].startswith("data:audio/wav;base64,") for c in clips)
 
     ask(at, "And what colour is it?")
     assert roles(at) == ["user", "assistant", "user", "assistant"]
-    autoplaying = [a for a in at.get("audio") if a.proto.autoplay]
-    assert len(autoplaying) == 1 and len(at.get("audio")) == 2
+    assert len(at.get("audio")) == 2 and not any(a.proto.autoplay for a in at.get("audio"))
 
     records = log_records(app.log_dir)
     assert [r["type"] for r in records] == ["session", "question", "answer", "question", "answer"]

@@ -41,10 +41,20 @@ def wait_for_reply(page, count):
     page.wait_for_function(f"document.querySelectorAll('[data-testid=stFeedback]').length >= {count}")
 
 
-def audio_state(page):
-    return page.evaluate(
-        "Array.from(document.querySelectorAll('audio')).map(a => ({autoplay: a.autoplay, paused: a.paused, t: a.currentTime}))"
-    )
+def spoken(page, count):
+    """Wait until count clips of the page's speech queue have finished; return its log."""
+    page.wait_for_function(f"(window.__talkSpeech?.log || []).filter(e => e.end !== null).length >= {count}")
+    return page.evaluate("window.__talkSpeech.log")
+
+
+def assert_played_in_order(log):
+    """Each clip once, in order, never two at a time, and no wait beyond the clip's own arrival."""
+    assert [e["seq"] for e in log] == list(range(len(log))) and len({e["turn"] for e in log}) == 1
+    assert all(e["error"] is None for e in log if e["end"] is not None)
+    for before, after in zip(log, log[1:]):
+        if before["end"] is not None:
+            assert after["start"] >= before["end"]  # no overlap
+            assert after["start"] - max(before["end"], after["queued"]) < 250  # no gap beyond synthesis (ms)
 
 
 def sessions(log_dir):
@@ -63,11 +73,9 @@ def test_1_image_and_typed_question_streams_and_speaks(server, browser_with_mic,
     assert "What is in this picture?" in messages.nth(0).inner_text()
     assert messages.nth(0).locator("img").count() == 1
     assert messages.nth(1).inner_text().strip()
-    page.wait_for_function(
-        "Array.from(document.querySelectorAll('audio')).some(a => a.autoplay && !a.paused && a.currentTime > 0)"
-    )
-    playing = [a for a in audio_state(page) if a["autoplay"]]
-    assert len(playing) == 1 and not playing[0]["paused"] and playing[0]["t"] > 0
+    log = spoken(page, 2)  # the first two sentences were heard, one after the other
+    assert_played_in_order(log)
+    assert messages.nth(1).locator("audio").count() == 1  # and the whole reply can be replayed
     page.screenshot(path=tmp_path / "1-typed.png", full_page=True)
 
 
@@ -82,7 +90,7 @@ def test_2_spoken_question_is_transcribed_answered_and_spoken(server, browser_wi
     words = question.inner_text().lower()
     assert "red" in words and "car" in words
     assert question.locator("audio").count() == 1  # the clip is playable
-    page.wait_for_function("Array.from(document.querySelectorAll('audio')).some(a => a.autoplay && !a.paused)")
+    assert_played_in_order(spoken(page, 1))
     page.screenshot(path=tmp_path / "2-voice.png", full_page=True)
 
 
@@ -112,6 +120,37 @@ def test_3_three_mixed_turns_then_reload(server, browser_with_mic, speak_wav, tm
     assert [e.question.source for e in exchanges] == ["voice", "text", "text"]
     assert "dog" in exchanges[0].question.text.lower() and all(e.answer for e in exchanges)
     assert exchanges[1].question.image is not None
+
+
+def test_4_history_search_open_replay_export(server, browser_with_mic, tmp_path):
+    url, log_dir = server
+    spoken = [s for s in sessions(log_dir) if any("dog" in e.question.text.lower() for e in s.conversation.exchanges)]
+    assert spoken, "scenario 3 leaves a session with a spoken question about a dog"
+    page = browser_with_mic()
+    page.goto(f"{url}/history")
+    page.wait_for_selector("text=newest first")
+    assert page.get_by_role("button", name="Open").count() == len(sessions(log_dir))
+    page.screenshot(path=tmp_path / "4-list.png", full_page=True)
+
+    page.get_by_placeholder("A word from a question").fill("dog")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("text=matching turn")
+    page.screenshot(path=tmp_path / "4-search.png", full_page=True)
+    page.get_by_role("button", name="Open").first.click()
+    page.wait_for_selector("text=Search match")
+    assert "session=" in page.url
+    assert page.locator(MESSAGES).count() >= 6
+    audio = page.locator("audio")
+    assert audio.count() >= 4  # the recording and three spoken replies
+    page.wait_for_function("Array.from(document.querySelectorAll('audio')).every(a => a.readyState >= 1 && a.duration > 0)")
+    page.screenshot(path=tmp_path / "4-session.png", full_page=True)
+
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Markdown").click()
+    markdown = tmp_path / download.value.suggested_filename
+    download.value.save_as(markdown)
+    text = markdown.read_text()
+    assert markdown.suffix == ".md" and text.count("## Turn ") >= 3 and "dog" in text.lower()
 
 
 def test_5_bad_input_shows_messages_and_the_chat_goes_on(server, browser_with_mic, tmp_path):
