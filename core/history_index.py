@@ -17,19 +17,25 @@ from pathlib import Path
 
 from core.session_log import LoggedSession, media_path, read_session, scan_sessions, session_path
 
-SCHEMA_VERSION = "1"
-SCHEMA = """
-CREATE TABLE sessions (
-    id TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, created TEXT, first_question TEXT,
-    turns INTEGER, duration_s REAL, model TEXT, images TEXT, errors INTEGER, notes INTEGER
-);
-CREATE TABLE media (session_id TEXT, digest TEXT, PRIMARY KEY (session_id, digest)) WITHOUT ROWID;
-CREATE INDEX media_by_digest ON media (digest);
-CREATE VIRTUAL TABLE turn_text USING fts5 (
-    session_id UNINDEXED, turn UNINDEXED, question, answer, tokenize = 'unicode61 remove_diacritics 2'
-);
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
-"""
+SCHEMA_VERSION = "2"
+SCHEMA = [
+    """CREATE TABLE sessions (
+        id TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, created TEXT, first_question TEXT,
+        turns INTEGER, duration_s REAL, model TEXT, images TEXT, errors INTEGER, notes INTEGER)""",
+    "CREATE TABLE media (session_id TEXT, digest TEXT, PRIMARY KEY (session_id, digest)) WITHOUT ROWID",
+    "CREATE INDEX media_by_digest ON media (digest)",
+    # The text of each turn, and an FTS5 index over it (external content: the text is stored once).
+    "CREATE TABLE turns (id INTEGER PRIMARY KEY, session_id TEXT, turn INTEGER, question TEXT, answer TEXT)",
+    "CREATE INDEX turns_by_session ON turns (session_id)",
+    """CREATE VIRTUAL TABLE turn_text USING fts5 (
+        question, answer, content = 'turns', content_rowid = 'id', tokenize = 'unicode61 remove_diacritics 2')""",
+    """CREATE TRIGGER turns_added AFTER INSERT ON turns BEGIN
+        INSERT INTO turn_text (rowid, question, answer) VALUES (new.id, new.question, new.answer); END""",
+    """CREATE TRIGGER turns_removed AFTER DELETE ON turns BEGIN
+        INSERT INTO turn_text (turn_text, rowid, question, answer) VALUES ('delete', old.id, old.question, old.answer);
+        END""",
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)",
+]
 MARK_START, MARK_END = "\x02", "\x03"  # around matched words in snippets; never in logged text
 WORD = re.compile(r"\w+")
 
@@ -88,9 +94,8 @@ class HistoryIndex:
                     for (table,) in tables:
                         if not table.startswith("turn_text_"):  # FTS shadow tables go with their table
                             db.execute(f'DROP TABLE IF EXISTS "{table}"')
-                    for statement in SCHEMA.split(";"):
-                        if statement.strip():
-                            db.execute(statement)
+                    for statement in SCHEMA:
+                        db.execute(statement)
                     db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         return db
 
@@ -107,13 +112,14 @@ class HistoryIndex:
             with _transaction(db):
                 for session_id in removed:
                     _forget(db, session_id)
-                for session_id in changed:
+                for session_id in sorted(changed):  # oldest first: newer turns get higher row ids
                     mtime, size, path = on_disk[session_id]
                     try:
                         logged = read_session(path)
                     except OSError:
                         continue  # deleted or unreadable since the scan: the next sync sees it
-                    _forget(db, session_id)
+                    if session_id in indexed:
+                        _forget(db, session_id)
                     _insert(db, session_id, mtime, size, logged)
         added = sum(1 for sid in changed if sid not in indexed)
         return SyncResult(added=added, updated=len(changed) - added, removed=len(removed))
@@ -138,16 +144,18 @@ class HistoryIndex:
         return _summary(row) if row else None
 
     def search(self, text: str, limit: int = 50) -> list[SearchHit]:
-        """Turns whose question (or transcript) or reply contain all the words, best matches first."""
+        """Turns whose question (or transcript) or reply contain all the words, most recently
+        written first (FTS5 walks its index in row id order and stops at the limit, so a word
+        found in every session costs no more than a rare one)."""
         query = fts_query(text)
         if query is None:
             return []
         with closing(self._connect()) as db:
             rows = db.execute(
-                f"SELECT t.session_id, t.turn, snippet(turn_text, 2, '{MARK_START}', '{MARK_END}', '…', 16), "
-                f"snippet(turn_text, 3, '{MARK_START}', '{MARK_END}', '…', 24), s.created "
-                "FROM turn_text t JOIN sessions s ON s.id = t.session_id "
-                "WHERE turn_text MATCH ? ORDER BY rank LIMIT ?", (query, limit)).fetchall()
+                f"SELECT t.session_id, t.turn, snippet(turn_text, 0, '{MARK_START}', '{MARK_END}', '…', 16), "
+                f"snippet(turn_text, 1, '{MARK_START}', '{MARK_END}', '…', 24), s.created "
+                "FROM turn_text JOIN turns t ON t.id = turn_text.rowid JOIN sessions s ON s.id = t.session_id "
+                "WHERE turn_text MATCH ? ORDER BY turn_text.rowid DESC LIMIT ?", (query, limit)).fetchall()
         return [SearchHit(sid, int(turn), question, answer, created) for sid, turn, question, answer, created in rows]
 
     def delete(self, session_id: str) -> list[Path]:
@@ -194,7 +202,7 @@ def _transaction(db: sqlite3.Connection):
 
 
 def _forget(db: sqlite3.Connection, session_id: str) -> None:
-    for table, column in (("sessions", "id"), ("media", "session_id"), ("turn_text", "session_id")):
+    for table, column in (("sessions", "id"), ("media", "session_id"), ("turns", "session_id")):
         db.execute(f"DELETE FROM {table} WHERE {column} = ?", (session_id,))
 
 
@@ -209,7 +217,7 @@ def _insert(db: sqlite3.Connection, session_id: str, mtime: int, size: int, logg
          len(logged.notes)))
     db.executemany("INSERT INTO media VALUES (?, ?)", [(session_id, d) for d in logged.media()])
     db.executemany(
-        "INSERT INTO turn_text VALUES (?, ?, ?, ?)",
+        "INSERT INTO turns (session_id, turn, question, answer) VALUES (?, ?, ?, ?)",
         [(session_id, turn, e.question.text, e.answer.text if e.answer else "") for turn, e in enumerate(exchanges)])
 
 

@@ -93,10 +93,15 @@ class SessionLog:
 
     @classmethod
     def create(cls, log_dir: Path, durable: bool = True, **meta) -> "SessionLog":
-        log = cls(log_dir, new_session_id(), durable)
-        log.path.parent.mkdir(parents=True, exist_ok=True)
-        log.append({"type": "session", "v": FORMAT_VERSION, "id": log.session_id, "created": now(), **meta})
-        return log
+        while True:
+            log = cls(log_dir, new_session_id(), durable)
+            log.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                open(log.path, "x").close()  # claim the id: two sessions in one second never share a file
+            except FileExistsError:
+                continue
+            log.append({"type": "session", "v": FORMAT_VERSION, "id": log.session_id, "created": now(), **meta})
+            return log
 
     def append(self, record: dict) -> None:
         line = json.dumps({**record, "ts": record.get("ts", now())}, ensure_ascii=False)

@@ -100,7 +100,7 @@ def test_delete_removes_log_unshared_media_and_rows(tmp_path):
     assert set(removed) == {gone.path, tmp_path / "media" / f"{own}.png"}
     assert not gone.path.exists() and media_path(tmp_path, own) is None
     assert media_path(tmp_path, shared) is not None and keep.path.exists()
-    for table in ("sessions", "media", "turn_text"):
+    for table in ("sessions", "media", "turns"):
         assert rows(tmp_path, table, gone.session_id) == 0
     assert rows(tmp_path, "sessions", keep.session_id) == 1
 

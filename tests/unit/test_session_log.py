@@ -100,3 +100,25 @@ def test_media_is_stored_once_by_digest(tmp_path):
 def test_session_ids_cannot_escape_the_log_dir(tmp_path, bad):
     with pytest.raises(ValueError):
         session_path(tmp_path, bad)
+
+
+def test_sessions_created_in_the_same_second_never_share_a_file(tmp_path, monkeypatch):
+    ids = iter(["20260101-000000-aaaaaa", "20260101-000000-aaaaaa", "20260101-000000-bbbbbb"])
+    monkeypatch.setattr("core.session_log.new_session_id", lambda: next(ids))
+    first, second = SessionLog.create(tmp_path), SessionLog.create(tmp_path)
+    assert (first.session_id, second.session_id) == ("20260101-000000-aaaaaa", "20260101-000000-bbbbbb")
+    assert read_session(first.path).session_id == first.session_id
+
+
+@pytest.mark.parametrize("bad", ["../x", "/etc/passwd", "..", "a/b", "20260101-000000-abcdef/../x", "", None, 3])
+def test_session_path_refuses_anything_but_a_session_id(tmp_path, bad):
+    with pytest.raises(ValueError):
+        session_path(tmp_path, bad)
+
+
+def test_media_path_ignores_links_leading_outside(tmp_path):
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(b"x")
+    (tmp_path / "logs" / "media").mkdir(parents=True)
+    (tmp_path / "logs" / "media" / f"{'d' * 32}.png").symlink_to(outside)
+    assert media_path(tmp_path / "logs", "d" * 32) is None
