@@ -39,6 +39,7 @@ state = st.session_state
 def new_session() -> None:
     state.chat = ChatSession(settings, meta={"model": engines.chat.name})
     state.silence = True
+    state.pop("shown", None)
     state.uploader = state.get("uploader", 0) + 1
 
 
@@ -131,6 +132,10 @@ def silence() -> None:
     state.silence = True
 
 
+def show_more() -> None:
+    state.shown = state.get("shown", chat_view.SHOWN_TURNS) + chat_view.SHOWN_TURNS
+
+
 def draw_actions(index: int) -> None:
     left, right = st.columns([1, 4])
     left.button("Regenerate", icon=":material/refresh:", key=f"regen-{index}", on_click=request, args=("regenerate", index))
@@ -164,7 +169,14 @@ if action := state.pop("action", None):  # Regenerate or Resend, clicked in the 
         session.conversation.items[index] = Exchange(question)  # the new answer replaces it in the log
 
 last = last_exchange()
-for index, item in enumerate(session.conversation.items):
+items = session.conversation.items
+first = chat_view.first_shown(items, state.get("shown", chat_view.SHOWN_TURNS))
+if first > 0:
+    hidden = sum(isinstance(item, Exchange) for item in items[:first])
+    st.button(f"Show earlier turns ({hidden} more)", icon=":material/expand_less:", on_click=show_more,
+              help="Long conversations show their last turns only, to keep the page quick. All are in History.")
+for index in range(first, len(items)):
+    item = items[index]
     if isinstance(item, Notice):
         chat_view.draw_notice(item)
         continue

@@ -24,7 +24,22 @@ STAGES = {  # timing key -> label, in display order
 }
 
 
-@lru_cache(maxsize=64)
+SHOWN_TURNS = 30  # a long conversation draws its last turns; "Show earlier turns" adds this many more
+
+
+def first_shown(items: list, turns: int) -> int:
+    """Index of the first item to draw so that the last `turns` exchanges (and the notices
+    between them) are on the page: what keeps a rerun quick however long the conversation."""
+    seen = 0
+    for index in range(len(items) - 1, -1, -1):
+        if isinstance(items[index], Exchange):
+            seen += 1
+            if seen == turns:
+                return index
+    return 0
+
+
+@lru_cache(maxsize=256)
 def _read(path: Path) -> bytes:
     """Media files never change (named by content hash): read each once per process."""
     return path.read_bytes()

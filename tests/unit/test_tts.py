@@ -54,3 +54,27 @@ def test_join_wav_keeps_all_frames():
     frames = lambda s: wave.open(io.BytesIO(s.audio)).getnframes()  # noqa: E731
     assert frames(join_speech([a, b])) == frames(a) + frames(b)
     assert join_speech([Speech(b"ab", "mp3", "g"), Speech(b"cd", "mp3", "g")]).audio == b"abcd"
+
+
+def test_gtts_http_429_falls_back_for_the_rest_of_the_reply_and_says_so_once(monkeypatch):
+    """gTTS itself meets a 429 at the HTTP layer (no network needed); the fallback takes over."""
+    import requests
+
+    sent = []
+
+    def too_many_requests(adapter, request, **kwargs):
+        sent.append(request.url)
+        response = requests.Response()
+        response.status_code, response.reason, response.url, response.request = 429, "Too Many Requests", request.url, request
+        response._content = b""
+        return response
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", too_many_requests)
+    fallback = FakeSpeaker()
+    speaker = FallbackSpeaker(GTTSSpeaker(timeout_s=5), fallback)
+    first = speaker.speak("One.", "en")
+    tried = len(sent)
+    second, third = speaker.speak("Two.", "en"), speaker.speak("Three.", "en")
+    assert tried >= 1 and "429" in first.note and second.note == third.note == ""
+    assert first.engine == fallback.name and [t for t, _ in fallback.said] == ["One.", "Two.", "Three."]
+    assert len(sent) == tried  # the rest of the reply did not wait for gTTS again
