@@ -104,7 +104,7 @@ class HistoryIndex:
         on_disk = {}
         for entry in scan_sessions(self.log_dir):
             stat = entry.stat(follow_symlinks=False)
-            on_disk[entry.name[:-6]] = (stat.st_mtime_ns, stat.st_size, Path(entry.path))
+            on_disk[entry.name[:-6]] = (stat.st_mtime_ns, stat.st_size, entry.path)  # a Path only when read
         with closing(self._connect()) as db:
             indexed = {row[0]: (row[1], row[2]) for row in db.execute("SELECT id, mtime_ns, size FROM sessions")}
             removed = indexed.keys() - on_disk.keys()
