@@ -7,7 +7,7 @@ rendered the previous mount): the queue skips clips it has seen, holds back a cl
 before it has played, and starts each clip when the previous one ends. A clip of another turn
 (a new question, Regenerate) silences the old turn first; stop() silences everything.
 
-window.__talkSpeech.log records {turn, seq, queued, start, end, error} per clip (milliseconds,
+window.__talkSpeech.log records {turn, seq, queued, start, end, error, stopped} per clip (milliseconds,
 performance.now()), which the browser tests read.
 """
 
@@ -24,7 +24,7 @@ export default function (component) {
   const q = (window.__talkSpeech ||= { turn: null, expected: 0, pending: [], seen: new Set(), audio: null, log: [] });
   const silence = () => {
     q.pending = [];
-    if (q.audio) { q.audio.pause(); q.audio = null; }
+    if (q.audio) { q.audio.pause(); q.audio = null; q.entry.end = performance.now(); q.entry.stopped = true; }
   };
   if (data.stop) { silence(); q.turn = null; return; }
   if (data.turn !== q.turn) { silence(); q.turn = data.turn; q.expected = 0; q.seen = new Set(); }
@@ -37,8 +37,9 @@ export default function (component) {
     const clip = q.pending.shift();
     q.expected += 1;
     const audio = new Audio(clip.src);
-    const entry = { turn: q.turn, seq: clip.seq, queued: clip.queued, start: performance.now(), end: null, error: null };
+    const entry = { turn: q.turn, seq: clip.seq, queued: clip.queued, start: performance.now(), end: null, error: null, stopped: false };
     q.audio = audio;
+    q.entry = entry;
     q.log.push(entry);
     const done = (error) => {
       if (q.audio !== audio) return;

@@ -1,0 +1,70 @@
+"""The page's speech queue (ui/speech_queue.py) in Chromium, fed the way the chat page feeds it:
+espeak-ng clips arriving one by one while earlier ones play, some sent twice."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from core.tts import EspeakSpeaker
+from ui.speech_queue import JS
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@pytest.fixture
+def queue(browser_with_mic):
+    page = browser_with_mic()
+    page.set_content("<html><body></body></html>")
+    page.evaluate("""async (js) => {
+        const url = URL.createObjectURL(new Blob([js], { type: "text/javascript" }));
+        window.mountSpeech = (await import(url)).default;
+    }""", JS)
+    return page
+
+
+def clip(seq: int, text: str) -> dict:
+    audio = EspeakSpeaker(words_per_minute=400).speak(text, "en").audio
+    return {"seq": seq, "src": "data:audio/wav;base64," + base64.b64encode(audio).decode()}
+
+
+def mount(page, data: dict) -> None:
+    page.evaluate("(data) => window.mountSpeech({ data })", data)
+
+
+def finished(page, count: int) -> list[dict]:
+    page.wait_for_function(f"(window.__talkSpeech?.log || []).filter(e => e.end !== null).length >= {count}",
+                           timeout=30_000)
+    return page.evaluate("window.__talkSpeech.log")
+
+
+def test_clips_play_in_order_once_without_overlap_or_gaps(queue):
+    clips = [clip(i, f"Sentence number {i}.") for i in range(4)]
+    mount(queue, {"turn": "a", "clips": clips[:1]})
+    queue.wait_for_timeout(100)
+    mount(queue, {"turn": "a", "clips": clips[:2]})  # each mount repeats the clip before: played once
+    mount(queue, {"turn": "a", "clips": [clips[3]]})  # arrives before 2: must wait for it
+    queue.wait_for_timeout(300)
+    mount(queue, {"turn": "a", "clips": clips[1:3]})
+    log = finished(queue, 4)
+    assert [e["seq"] for e in log] == [0, 1, 2, 3] and all(e["error"] is None for e in log)
+    for before, after in zip(log, log[1:]):
+        assert after["start"] >= before["end"]  # never two at once
+        assert after["start"] - max(before["end"], after["queued"]) < 250  # no wait beyond the clip's arrival (ms)
+
+
+def test_a_new_turn_silences_the_old_one_and_stop_silences_all(queue):
+    long = clip(0, "This is a long sentence that keeps going for quite a while, on and on and on, to be cut off. " * 3)
+    mount(queue, {"turn": "old", "clips": [long]})
+    queue.wait_for_function("window.__talkSpeech.log.length === 1")
+    mount(queue, {"turn": "new", "clips": [clip(0, "New reply.")]})
+    log = finished(queue, 2)
+    assert [(e["turn"], e["seq"]) for e in log] == [("old", 0), ("new", 0)]
+    assert log[0]["stopped"] and log[1]["start"] >= log[0]["end"]  # the old clip was stopped first
+
+    mount(queue, {"turn": "third", "clips": [long]})
+    queue.wait_for_function("window.__talkSpeech.log.length === 3")
+    mount(queue, {"stop": True})
+    assert queue.evaluate("window.__talkSpeech.audio === null && window.__talkSpeech.pending.length === 0")
+    assert queue.evaluate("window.__talkSpeech.log[2].stopped")
