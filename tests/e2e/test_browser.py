@@ -129,7 +129,9 @@ def test_4_history_search_open_replay_export(server, browser_with_mic, tmp_path)
     page = browser_with_mic()
     page.goto(f"{url}/history")
     page.wait_for_selector("text=newest first")
-    assert page.get_by_role("button", name="Open").count() == len(sessions(log_dir))
+    count = len(sessions(log_dir))
+    page.get_by_role("button", name="Open").nth(count - 1).wait_for()
+    assert page.get_by_role("button", name="Open").count() == count
     page.screenshot(path=tmp_path / "4-list.png", full_page=True)
 
     page.get_by_placeholder("A word from a question").fill("dog")
