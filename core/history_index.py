@@ -17,7 +17,7 @@ from pathlib import Path
 
 from core.session_log import LoggedSession, media_path, read_session, scan_sessions, session_path
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 SCHEMA = [
     """CREATE TABLE sessions (
         id TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, created TEXT, first_question TEXT,
@@ -28,7 +28,8 @@ SCHEMA = [
     "CREATE TABLE turns (id INTEGER PRIMARY KEY, session_id TEXT, turn INTEGER, question TEXT, answer TEXT)",
     "CREATE INDEX turns_by_session ON turns (session_id)",
     """CREATE VIRTUAL TABLE turn_text USING fts5 (
-        question, answer, content = 'turns', content_rowid = 'id', tokenize = 'unicode61 remove_diacritics 2')""",
+        question, answer, content = 'turns', content_rowid = 'id', tokenize = 'unicode61 remove_diacritics 2',
+        prefix = '2 3')""",
     """CREATE TRIGGER turns_added AFTER INSERT ON turns BEGIN
         INSERT INTO turn_text (rowid, question, answer) VALUES (new.id, new.question, new.answer); END""",
     """CREATE TRIGGER turns_removed AFTER DELETE ON turns BEGIN
@@ -69,13 +70,13 @@ class SyncResult:
     removed: int = 0
 
 
-def fts_query(text: str) -> str | None:
+def fts_query(text: str, prefix: bool = True) -> str | None:
     """A user's words as an FTS5 query that cannot be a syntax error: each word quoted, all
-    required, the last one also matching as a prefix (so results follow typing). None if no words."""
+    required, the last one also matching as a prefix if prefix is set. None if no words."""
     words = WORD.findall(text)
     if not words:
         return None
-    return " ".join(f'"{word}"' for word in words) + "*"
+    return " ".join(f'"{word}"' for word in words) + ("*" if prefix else "")
 
 
 class HistoryIndex:
@@ -147,15 +148,13 @@ class HistoryIndex:
         """Turns whose question (or transcript) or reply contain all the words, most recently
         written first (FTS5 walks its index in row id order and stops at the limit, so a word
         found in every session costs no more than a rare one)."""
-        query = fts_query(text)
-        if query is None:
+        exact = fts_query(text, prefix=False)
+        if exact is None:
             return []
         with closing(self._connect()) as db:
-            rows = db.execute(
-                f"SELECT t.session_id, t.turn, snippet(turn_text, 0, '{MARK_START}', '{MARK_END}', '…', 16), "
-                f"snippet(turn_text, 1, '{MARK_START}', '{MARK_END}', '…', 24), s.created "
-                "FROM turn_text JOIN turns t ON t.id = turn_text.rowid JOIN sessions s ON s.id = t.session_id "
-                "WHERE turn_text MATCH ? ORDER BY turn_text.rowid DESC LIMIT ?", (query, limit)).fetchall()
+            rows = _matches(db, exact, limit)
+            if len(rows) < limit:  # the last word may be cut short ("crim" for crimson): widen
+                rows = _matches(db, fts_query(text, prefix=True), limit)
         return [SearchHit(sid, int(turn), question, answer, created) for sid, turn, question, answer, created in rows]
 
     def delete(self, session_id: str) -> list[Path]:
@@ -179,6 +178,17 @@ class HistoryIndex:
                         removed.append(file)
                 _forget(db, session_id)
         return removed
+
+
+def _matches(db: sqlite3.Connection, query: str, limit: int) -> list[tuple]:
+    # FTS5 first, on its own, so that it stops at the limit; then the few rows are joined.
+    return db.execute(
+        "SELECT t.session_id, t.turn, m.question, m.answer, s.created FROM ("
+        f"  SELECT rowid AS id, snippet(turn_text, 0, '{MARK_START}', '{MARK_END}', '…', 16) AS question,"
+        f"  snippet(turn_text, 1, '{MARK_START}', '{MARK_END}', '…', 24) AS answer"
+        "  FROM turn_text WHERE turn_text MATCH ? ORDER BY rowid DESC LIMIT ?"
+        ") m JOIN turns t ON t.id = m.id JOIN sessions s ON s.id = t.session_id ORDER BY m.id DESC",
+        (query, limit)).fetchall()
 
 
 def _schema(db: sqlite3.Connection) -> str | None:

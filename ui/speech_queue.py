@@ -37,7 +37,8 @@ export default function (component) {
     const clip = q.pending.shift();
     q.expected += 1;
     const audio = new Audio(clip.src);
-    const entry = { turn: q.turn, seq: clip.seq, queued: clip.queued, start: performance.now(), end: null, error: null, stopped: false };
+    const entry = { turn: q.turn, seq: clip.seq, queued: clip.queued, start: performance.now(),
+                    end: null, error: null, stopped: false };
     q.audio = audio;
     q.entry = entry;
     q.log.push(entry);

@@ -84,7 +84,7 @@ def test_fts_syntax_in_the_query_is_taken_literally(tmp_path, query):
 
 
 def test_fts_query_quotes_every_word():
-    assert fts_query('say "hi" *') == '"say" "hi"*'
+    assert fts_query('say "hi" *') == '"say" "hi"*' and fts_query('say hi', prefix=False) == '"say" "hi"'
     assert fts_query("  ") is None and fts_query('"*') is None
 
 
