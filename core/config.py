@@ -1,4 +1,12 @@
-"""Settings from environment variables (the configuration contract in README.md)."""
+"""Settings from environment variables (the configuration contract in README.md).
+
+Beyond the contract's table, for a speech-to-text server (STT_ENGINE=openai-api):
+  STT_BASE_URL   its OpenAI-compatible base URL (.../v1) serving /v1/audio/transcriptions;
+                 default OPENAI_BASE_URL
+  STT_API_KEY    its API key; default OPENAI_API_KEY
+  WHISPER_MODEL  then names the server's model (e.g. openai/whisper-large-v3-turbo, whisper-1);
+                 unset: the server's only Whisper model, else whisper-1
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,7 @@ from typing import Mapping
 
 CUDA_LLAVA_MODEL = "llava-hf/llava-1.5-7b-hf"
 CPU_LLAVA_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
-STT_ENGINES = ("faster-whisper", "openai-whisper")
+STT_ENGINES = ("faster-whisper", "openai-whisper", "openai-api")
 TTS_ENGINES = ("gtts", "espeak", "none")
 QUANTS = ("4bit", "8bit", "none")
 
@@ -32,10 +40,12 @@ class Settings:
     openai_base_url: str | None  # OpenAI-compatible server instead of the in-process model
     openai_api_key: str | None
     llava_remote_model: str | None  # model name on that server
-    stt_engine: str  # "faster-whisper" or "openai-whisper"
-    whisper_model: str | None  # size name or local path; None: pick by device, offline: bundled
+    stt_engine: str  # "faster-whisper", "openai-whisper" or "openai-api" (a transcription server)
+    whisper_model: str | None  # size name or local path (openai-api: the server's model); None: pick
     tts_engine: str  # "gtts" (falls back to espeak), "espeak" or "none"
     log_dir: Path  # session logs and their media files
+    stt_base_url: str | None = None  # transcription server for STT_ENGINE=openai-api
+    stt_api_key: str | None = None
     max_image_pixels: int = 40_000_000  # 40 megapixels; bigger uploads are refused
     max_image_bytes: int = 25 * 1024 * 1024  # 25 MiB, also .streamlit/config.toml maxUploadSize
     max_audio_seconds: float = 60.0  # longer recordings are refused
@@ -60,25 +70,33 @@ class Settings:
         ):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+        base_url, stt_base_url = get("OPENAI_BASE_URL"), get("STT_BASE_URL")
+        for name, value in (("OPENAI_BASE_URL", base_url), ("STT_BASE_URL", stt_base_url)):
+            if value and not value.startswith(("http://", "https://")):
+                raise ValueError(f"{name}={value!r} must start with http:// or https:// (e.g. http://localhost:8000/v1)")
+        if stt == "openai-api" and not (stt_base_url or base_url):
+            raise ValueError("STT_ENGINE='openai-api' needs STT_BASE_URL (or OPENAI_BASE_URL): the transcription server")
         return cls(
             llava_model=get("LLAVA_MODEL", CUDA_LLAVA_MODEL if cuda else CPU_LLAVA_MODEL),
             llava_quant=quant,
             device="cuda" if cuda else "cpu",
-            openai_base_url=get("OPENAI_BASE_URL"),
+            openai_base_url=base_url,
             openai_api_key=get("OPENAI_API_KEY"),
             llava_remote_model=get("LLAVA_REMOTE_MODEL"),
             stt_engine=stt,
             whisper_model=get("WHISPER_MODEL"),
             tts_engine=tts,
             log_dir=Path(get("LOG_DIR", "logs")),
+            stt_base_url=(stt_base_url or base_url) if stt == "openai-api" else stt_base_url,
+            stt_api_key=get("STT_API_KEY", get("OPENAI_API_KEY")),
         )
 
     def as_rows(self) -> list[tuple[str, str]]:
-        """(name, value) pairs for a read-only display; the API key is masked."""
+        """(name, value) pairs for a read-only display; API keys are masked."""
         rows = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "openai_api_key" and value:
+            if f.name.endswith("api_key") and value:
                 value = "set"
             rows.append((f.name, "" if value is None else str(value)))
         return rows

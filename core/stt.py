@@ -1,4 +1,5 @@
-"""Speech to text: one Transcriber protocol, faster-whisper (default) and openai-whisper engines."""
+"""Speech to text: one Transcriber protocol; faster-whisper (default) and openai-whisper engines in
+this process, or a transcription server (core.remote.RemoteTranscriber, STT_ENGINE=openai-api)."""
 
 from __future__ import annotations
 
@@ -85,11 +86,20 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
-def load_transcriber(engine: str, whisper_model: str | None, device: str) -> tuple[Transcriber, str]:
+def load_transcriber(
+    engine: str, whisper_model: str | None, device: str, base_url: str | None = None, api_key: str | None = None
+) -> tuple[Transcriber, str]:
     """The configured engine and a note for the user ("" unless a fallback was taken).
 
     whisper_model None picks a size by device, or the bundled tiny.en when offline.
+    engine "openai-api" connects to the server at base_url (whisper_model: its model name).
     """
+    if engine == "openai-api":
+        from core.remote import RemoteTranscriber
+
+        if not base_url:
+            raise ModelLoadError("STT_ENGINE=openai-api needs a server.", "Set STT_BASE_URL (or OPENAI_BASE_URL).")
+        return RemoteTranscriber.connect(base_url, api_key, whisper_model), ""
     size = whisper_model or ("medium" if device == "cuda" else "base")
     note = ""
     try:

@@ -1,7 +1,7 @@
 """One turn, end to end, as a generator of events that the page renders.
 
     input (text | image | recording) -> validate -> transcribe -> question (logged)
-      -> wait for the model -> stream tokens -> cut sentences -> speak each (in a worker)
+      -> wait for the model (in-process: first come, first served) -> stream tokens -> cut sentences -> speak each (in a worker)
       -> answer (logged) with timings
 
 Nothing here raises at the reader for bad input or a failing model: those become a Notice (before
@@ -21,6 +21,7 @@ from typing import Iterator
 from core.chat_session import ChatSession
 from core.conversation import Answer, Notice, Question
 from core.errors import AppError, InvalidAudio, SpeechError
+from core.fair_queue import Ticket, queue_for
 from core.media import digest, load_audio
 from core.sentences import SentenceSplitter, speakable
 from core.session_log import save_media
@@ -31,6 +32,8 @@ from core.vlm import ChatModel, GenerationOptions
 logger = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_QUESTION = "Describe this image."
+WAIT_POLL_S = 0.25  # a queued turn checks its place and the Stop button this often
+WAIT_HEARTBEAT_S = 1.0  # and yields a Waiting at least this often, so that a rerun can interrupt the page
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,9 @@ class Asked:  # the question is in the conversation (for voice: the transcript i
 
 
 @dataclass(frozen=True)
-class Waiting:  # the model is busy with another session's turn
-    message: str
+class Waiting:  # the model is busy with other sessions' turns; repeated while the place changes
+    message: str  # for the user: how many turns are ahead
+    ahead: int = 0  # turns before this one: the one being answered and those queued in front
 
 
 @dataclass(frozen=True)
@@ -189,18 +193,17 @@ def answer(
         session.answer(index, result)
         return result
 
-    lock = engines.chat.lock
-    held = False
+    ticket = queue_for(engines.chat.lock).join() if engines.chat.lock is not None else None
     try:
-        if lock is not None:
-            if not lock.acquire(blocking=False):
-                yield Waiting("The model is answering another conversation; yours is next…")
-                lock.acquire()
-            held = True
         try:
+            if ticket is not None and not ticket.wait(timeout=0):
+                yield from _wait_for_the_model(ticket, stop)
             clock.mark("wait_s")
+            if stop.is_set():  # while waiting: nothing was written
+                status = "stopped"
+                notes.insert(0, "Stopped while waiting for the model.")
             generation_start = time.perf_counter()
-            for chunk in engines.chat.stream(context, session.images, options, stop):
+            for chunk in engines.chat.stream(context, session.images, options, stop) if status == "complete" else ():
                 clock.mark("ttft_s", since=generation_start)
                 text += chunk
                 yield Token(chunk)
@@ -214,8 +217,8 @@ def answer(
                     break
             clock.marks["generate_s"] = round(time.perf_counter() - generation_start, 4)
         finally:
-            if held:
-                lock.release()
+            if ticket is not None:
+                ticket.leave()
     except GeneratorExit:  # the reader went away (Stop, a rerun, a closed tab): keep what was written
         status = "stopped"
         stop.set()
@@ -239,6 +242,26 @@ def answer(
             say(sentence)
     yield from ready_speech(wait=True)
     yield Done(index, finish())
+
+
+def waiting_message(ahead: int) -> str:
+    if ahead <= 0:
+        return "The model is finishing another answer; yours is next…"
+    if ahead == 1:
+        return "1 person is ahead of you; the model answers one question at a time…"
+    return f"{ahead} people are ahead of you; the model answers one question at a time…"
+
+
+def _wait_for_the_model(ticket: Ticket, stop: threading.Event) -> Iterator[Waiting]:
+    """Yield the place in the line until the ticket holds the model (or Stop is pressed)."""
+    shown, shown_at = None, 0.0
+    while not stop.is_set():
+        ahead = ticket.ahead
+        if ahead != shown or time.monotonic() - shown_at >= WAIT_HEARTBEAT_S:
+            yield Waiting(waiting_message(ahead), ahead)
+            shown, shown_at = ahead, time.monotonic()
+        if ticket.wait(timeout=WAIT_POLL_S):
+            return
 
 
 def _timed_speak(speaker: Speaker, text: str, language: str) -> tuple[Speech, float]:

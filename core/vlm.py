@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Protocol, Sequence
 
@@ -46,6 +47,27 @@ class ChatModel(Protocol):
         ...
 
 
+class TokenCounts:
+    """Tokens of recent replies as they were generated, for tokens/s: re-tokenizing a reply can
+    count differently (and a server's tokenizer is not at hand). Thread-safe, the newest kept."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self._counts: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, text: str, tokens: int) -> None:
+        with self._lock:
+            self._counts[text] = tokens
+            self._counts.move_to_end(text)
+            while len(self._counts) > self.size:
+                self._counts.popitem(last=False)
+
+    def get(self, text: str) -> int | None:
+        with self._lock:
+            return self._counts.get(text)
+
+
 class LlavaModel:
     """A LLaVA-family model (llava-1.5, llava-v1.6, onevision, ...) in this process."""
 
@@ -55,7 +77,8 @@ class LlavaModel:
         self.name = name
         self.note = note  # how it was loaded, when that differs from what was asked
         self.token_timeout_s = token_timeout_s
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # one turn at a time; core.turn queues turns first come, first served
+        self.generated = TokenCounts()
         text_config = getattr(model.config, "text_config", model.config)
         self.context_length: int = getattr(text_config, "max_position_embeddings", 4096)
 
@@ -102,6 +125,10 @@ class LlavaModel:
         return cls(model, processor, f"{model_id} ({precision}, {device})", token_timeout_s, note)
 
     def count_tokens(self, text: str) -> int:
+        """Tokens generated for this reply, when it is a recent one; else tokens of the text."""
+        counted = self.generated.get(text)
+        if counted is not None:
+            return counted
         return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def prompt(self, exchanges: Sequence[Exchange], system_prompt: str = "") -> str:
@@ -162,19 +189,23 @@ class LlavaModel:
             stopping_criteria=StoppingCriteriaList([StopOnEvent()]),
         )
         failure: list[BaseException] = []
+        generated: list[int] = []
 
         def generate() -> None:
             try:
-                self.model.generate(**kwargs)
+                output = self.model.generate(**kwargs)
+                generated.append(output.shape[1] - inputs["input_ids"].shape[1])
             except BaseException as e:  # reported to the reader below, not lost in the thread
                 failure.append(e)
                 streamer.end()
 
         worker = threading.Thread(target=generate, name="llava-generate", daemon=True)
         worker.start()
+        text = ""
         try:
             for chunk in streamer:
                 if chunk:
+                    text += chunk
                     yield chunk
         except Exception as e:  # queue.Empty: no token within the timeout
             raise GenerationError(
@@ -186,3 +217,5 @@ class LlavaModel:
             worker.join(timeout=self.token_timeout_s)
         if failure:
             raise GenerationError(f"The model failed while writing: {failure[0]}", "Try again.") from failure[0]
+        if generated:
+            self.generated.remember(text, generated[0])

@@ -19,3 +19,28 @@ def test_bad_values_are_refused_with_the_variable_name():
 def test_api_key_is_masked_in_the_display():
     rows = dict(Settings.from_env({"OPENAI_API_KEY": "sk-secret"}).as_rows())
     assert rows["openai_api_key"] == "set"
+
+
+def test_a_transcription_server_defaults_to_the_chat_server_and_its_key():
+    s = Settings.from_env({"STT_ENGINE": "openai-api", "OPENAI_BASE_URL": "http://gpu:8000/v1", "OPENAI_API_KEY": "k"})
+    assert s.stt_engine == "openai-api" and s.stt_base_url == "http://gpu:8000/v1" and s.stt_api_key == "k"
+    own = Settings.from_env({"STT_ENGINE": "openai-api", "STT_BASE_URL": "http://gpu:8001/v1", "STT_API_KEY": "s"})
+    assert own.stt_base_url == "http://gpu:8001/v1" and own.stt_api_key == "s" and own.openai_base_url is None
+    assert Settings.from_env({"OPENAI_BASE_URL": "http://gpu:8000/v1"}).stt_base_url is None  # local Whisper
+
+
+def test_a_transcription_server_needs_an_address():
+    with pytest.raises(ValueError, match="STT_BASE_URL"):
+        Settings.from_env({"STT_ENGINE": "openai-api"})
+
+
+def test_a_base_url_without_a_scheme_is_refused_by_name():
+    with pytest.raises(ValueError, match="OPENAI_BASE_URL='localhost:8000/v1'"):
+        Settings.from_env({"OPENAI_BASE_URL": "localhost:8000/v1"})
+    with pytest.raises(ValueError, match="STT_BASE_URL"):
+        Settings.from_env({"STT_ENGINE": "openai-api", "STT_BASE_URL": "gpu:8001"})
+
+
+def test_every_api_key_is_masked_in_the_display():
+    rows = dict(Settings.from_env({"STT_ENGINE": "openai-api", "STT_BASE_URL": "http://x/v1", "STT_API_KEY": "sk-s"}).as_rows())
+    assert rows["stt_api_key"] == "set" and "sk-s" not in str(rows)
