@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import statistics
@@ -36,23 +35,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
 
+from bench.scene import QUESTION, picture  # noqa: E402
 from core import turn  # noqa: E402
 from core.chat_session import ChatSession  # noqa: E402
 from core.config import Settings  # noqa: E402
 from core.remote import LocalServer, RemoteChatModel  # noqa: E402
 from core.vlm import GenerationOptions, LlavaModel  # noqa: E402
-
-QUESTION = "What colour is the car in the picture?"
-
-
-def picture() -> bytes:
-    image = Image.new("RGB", (640, 480), (120, 180, 240))
-    ImageDraw.Draw(image).rectangle([100, 250, 400, 380], fill="red")
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def conversation(settings: Settings, engines: turn.Engines, options: GenerationOptions, image: bytes) -> dict:

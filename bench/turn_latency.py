@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import logging
 import os
@@ -49,8 +48,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from PIL import Image, ImageDraw  # noqa: E402
 
+from bench.scene import picture  # noqa: E402
 from bench.whisper_weights import convert, weight_dtypes  # noqa: E402
 from core import turn  # noqa: E402
 from core.chat_session import ChatSession  # noqa: E402
@@ -83,18 +82,6 @@ FAKE_REPLY = (
     "The long shadows suggest that the photo was taken late on a sunny afternoon."
 )
 FAKE_WORDS_PER_S = 20.0  # about 26 tokens/s: LLaVA-1.5-7B 4-bit on the H100 (DESIGN.md)
-
-
-def picture() -> bytes:
-    image = Image.new("RGB", (640, 480), (120, 180, 240))
-    draw = ImageDraw.Draw(image)
-    draw.rectangle([0, 380, 640, 480], fill=(60, 160, 60))
-    draw.rectangle([100, 280, 400, 390], fill="red")
-    draw.rectangle([450, 100, 600, 160], fill="white")
-    draw.text((470, 120), "STOP", fill="black")
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def recordings(questions: list[str], folder: Path) -> list[bytes]:

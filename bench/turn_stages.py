@@ -10,7 +10,6 @@ over --repeat runs, in seconds (tokens_per_s in tokens per second).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import subprocess
@@ -21,24 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from PIL import Image, ImageDraw  # noqa: E402
 
+from bench.scene import QUESTION, picture  # noqa: E402
 from core import turn  # noqa: E402
 from core.chat_session import ChatSession  # noqa: E402
 from core.config import Settings  # noqa: E402
 from core.stt import FasterWhisperTranscriber, bundled_tiny_en  # noqa: E402
 from core.tts import EspeakSpeaker  # noqa: E402
 from core.vlm import GenerationOptions, LlavaModel  # noqa: E402
-
-QUESTION = "What colour is the car in the picture?"
-
-
-def picture() -> bytes:
-    image = Image.new("RGB", (640, 480), (120, 180, 240))
-    ImageDraw.Draw(image).rectangle([100, 250, 400, 380], fill="red")
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def run_turn(session, engines, turn_input, options) -> dict[str, float]:

@@ -300,14 +300,14 @@ class RemoteChatModel:
         return GenerationError(message, hint)
 
 
-def wav_bytes(samples: np.ndarray) -> bytes:
-    """16-bit PCM WAV of float32 mono samples at 16 kHz: what every transcription server reads."""
+def wav_bytes(samples: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:
+    """16-bit PCM WAV of float32 mono samples (16 kHz: what every transcription server reads)."""
     pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
+        out.setframerate(rate)
         out.writeframes(pcm)
     return buffer.getvalue()
 

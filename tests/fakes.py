@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from core.errors import GenerationError, SpeechError
+from core.remote import wav_bytes  # noqa: F401  (tests make WAVs as the app sends them)
 from core.stt import Transcript
 from core.tts import Speech
 
@@ -68,20 +69,6 @@ class FakeSpeaker:
         time.sleep(self.delay_s)
         self.said.append((text, language))
         return Speech(wav_bytes(np.zeros(160, dtype=np.float32)), "wav", self.name)
-
-
-def wav_bytes(samples: np.ndarray, rate: int = 16000) -> bytes:
-    import io
-    import wave
-
-    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm)
-    return out.getvalue()
 
 
 def tone(seconds: float, amplitude: float = 0.3, rate: int = 16000) -> np.ndarray:
