@@ -43,13 +43,17 @@ def speak_wav(tmp_path):
     if not shutil.which("espeak-ng"):
         pytest.fail("espeak-ng is required (packages.txt)")
 
-    def make(text: str, name: str = "speech.wav") -> Path:
+    def make(text: str, name: str = "speech.wav", lead_s: float = 0.0) -> Path:
+        """lead_s of silence first: a browser's recorder starts a moment after the (fake) device."""
         raw, out = tmp_path / f"raw-{name}", tmp_path / name
         subprocess.run(["espeak-ng", "-s", "150", "-w", str(raw), text], check=True)
+        import numpy as np
+
         from core.media import load_audio
         from tests.fakes import wav_bytes
 
-        out.write_bytes(wav_bytes(load_audio(raw.read_bytes(), max_seconds=600).samples))
+        samples = load_audio(raw.read_bytes(), max_seconds=600).samples
+        out.write_bytes(wav_bytes(np.concatenate([np.zeros(int(lead_s * 16000), np.float32), samples])))
         return out
 
     return make

@@ -81,10 +81,10 @@ def test_1_image_and_typed_question_streams_and_speaks(server, browser_with_mic,
 
 def test_2_spoken_question_is_transcribed_answered_and_spoken(server, browser_with_mic, speak_wav, tmp_path):
     url, log_dir = server
-    wav = speak_wav("What colour is the big red car?")
+    wav = speak_wav("What colour is the big red car?", lead_s=1.0)
     page = browser_with_mic(wav)
     open_chat(page, url)
-    speak_question(page, 3)
+    speak_question(page, 4)
     wait_for_reply(page, 1)
     question = page.locator(MESSAGES).nth(0)
     words = question.inner_text().lower()
@@ -97,10 +97,10 @@ def test_2_spoken_question_is_transcribed_answered_and_spoken(server, browser_wi
 def test_3_three_mixed_turns_then_reload(server, browser_with_mic, speak_wav, tmp_path):
     url, log_dir = server
     before = {s.session_id for s in sessions(log_dir)}
-    page = browser_with_mic(speak_wav("Is there a dog in the picture?"))
+    page = browser_with_mic(speak_wav("Is there a dog in the picture?", lead_s=1.0))
     open_chat(page, url)
     # Voice first: the fake microphone starts its (one-shot) file when the page first asks for it.
-    speak_question(page, 3)
+    speak_question(page, 4)
     wait_for_reply(page, 1)
     image = tmp_path / "photo.png"
     image.write_bytes(png_bytes((200, 200), "green"))
@@ -136,14 +136,15 @@ def test_4_history_search_open_replay_export(server, browser_with_mic, tmp_path)
 
     page.get_by_placeholder("A word from a question").fill("dog")
     page.keyboard.press("Enter")
-    page.wait_for_selector("text=matching turn")
+    hit = page.locator("[class*='st-key-hit-'] button").first  # a search hit's Open (keyed hit-<session>-<turn>)
+    hit.wait_for()
+    page.wait_for_selector("text=turn ")
     page.screenshot(path=tmp_path / "4-search.png", full_page=True)
-    page.get_by_role("button", name="Open").first.click()
+    hit.click()
     page.wait_for_selector("text=Search match")
     assert "session=" in page.url
     assert page.locator(MESSAGES).count() >= 6
-    audio = page.locator("audio")
-    assert audio.count() >= 4  # the recording and three spoken replies
+    page.wait_for_function("document.querySelectorAll('audio').length >= 4")  # the recording, three spoken replies
     page.wait_for_function("Array.from(document.querySelectorAll('audio')).every(a => a.readyState >= 1 && a.duration > 0)")
     page.screenshot(path=tmp_path / "4-session.png", full_page=True)
 
