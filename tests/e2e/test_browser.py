@@ -90,7 +90,7 @@ def test_2_spoken_question_is_transcribed_answered_and_spoken(server, browser_wi
 def test_3_three_mixed_turns_then_reload(server, browser_with_mic, speak_wav, tmp_path):
     url, log_dir = server
     before = {s.session_id for s in sessions(log_dir)}
-    page = browser_with_mic(speak_wav("Is there a dog in the picture?", lead_s=1.0))
+    page = browser_with_mic(speak_wav("What colour is the big red car?", lead_s=1.0))
     open_chat(page, url)
     # Voice first: the fake microphone starts its (one-shot) file when the page first asks for it.
     speak_question(page, 4)
@@ -111,14 +111,15 @@ def test_3_three_mixed_turns_then_reload(server, browser_with_mic, speak_wav, tm
     (new,) = [s for s in sessions(log_dir) if s.session_id not in before]
     exchanges = new.conversation.exchanges
     assert [e.question.source for e in exchanges] == ["voice", "text", "text"]
-    assert "dog" in exchanges[0].question.text.lower() and all(e.answer for e in exchanges)
+    assert "car" in exchanges[0].question.text.lower() and all(e.answer for e in exchanges)
     assert exchanges[1].question.image is not None
 
 
 def test_4_history_search_open_replay_export(server, browser_with_mic, tmp_path):
     url, log_dir = server
-    spoken = [s for s in sessions(log_dir) if any("dog" in e.question.text.lower() for e in s.conversation.exchanges)]
-    assert spoken, "scenario 3 leaves a session with a spoken question about a dog"
+    mixed = [s for s in sessions(log_dir) if len(s.conversation.exchanges) == 3]
+    assert mixed, "scenario 3 leaves a session of three turns, the first one spoken"
+    session_id = mixed[0].session_id
     page = browser_with_mic()
     page.goto(f"{url}/history")
     page.wait_for_selector("text=newest first")
@@ -127,15 +128,15 @@ def test_4_history_search_open_replay_export(server, browser_with_mic, tmp_path)
     assert page.get_by_role("button", name="Open").count() == count
     page.screenshot(path=tmp_path / "4-list.png", full_page=True)
 
-    page.get_by_placeholder("A word from a question").fill("dog")
+    page.get_by_placeholder("A word from a question").fill("car")  # a word of its transcript
     page.keyboard.press("Enter")
-    hit = page.locator("[class*='st-key-hit-'] button").first  # a search hit's Open (keyed hit-<session>-<turn>)
+    hit = page.locator(f".st-key-hit-{session_id}-0 button")  # the hit of its spoken turn (keyed hit-<session>-<turn>)
     hit.wait_for()
     page.wait_for_selector("text=turn ")
     page.screenshot(path=tmp_path / "4-search.png", full_page=True)
     hit.click()
     page.wait_for_selector("text=Search match")
-    assert "session=" in page.url
+    assert f"session={session_id}" in page.url
     page.wait_for_function(f"document.querySelectorAll('{MESSAGES}').length >= 6")
     page.wait_for_function("document.querySelectorAll('audio').length >= 4")  # the recording, three spoken replies
     page.wait_for_function("Array.from(document.querySelectorAll('audio')).every(a => a.readyState >= 1 && a.duration > 0)")
@@ -146,7 +147,7 @@ def test_4_history_search_open_replay_export(server, browser_with_mic, tmp_path)
     markdown = tmp_path / download.value.suggested_filename
     download.value.save_as(markdown)
     text = markdown.read_text()
-    assert markdown.suffix == ".md" and text.count("## Turn ") >= 3 and "dog" in text.lower()
+    assert markdown.suffix == ".md" and text.count("## Turn ") == 3 and "car" in text.lower()
 
 
 def test_5_bad_input_shows_messages_and_the_chat_goes_on(server, browser_with_mic, tmp_path):
