@@ -79,16 +79,21 @@ def draw_question(session: ChatSession, exchange: Exchange) -> None:
 
 def draw_answer_extras(session: ChatSession, index: int, answer: Answer) -> None:
     """Everything under the reply text: its note, audio and feedback."""
-    if answer.status != "complete":
-        st.warning(answer.note or f"This reply is {answer.status}.", icon=":material/content_cut:")
-    elif answer.note:
-        st.caption(answer.note)
-    if audio := media(session, answer.audio):
-        st.audio(audio, format="audio/mpeg" if answer.audio_format == "mp3" else "audio/wav")
+    draw_note_and_audio(answer, media(session, answer.audio))
     key = f"feedback-{session.session_id}-{index}"
     if key not in st.session_state and answer.feedback is not None:
         st.session_state[key] = answer.feedback
     st.feedback("thumbs", key=key, on_change=_on_feedback, args=(session, index, key))
+
+
+def draw_note_and_audio(answer: Answer, audio: bytes | None) -> None:
+    """Why a reply is partial or stopped (or its note), and the player of its spoken audio."""
+    if answer.status != "complete":
+        st.warning(answer.note or f"This reply is {answer.status}.", icon=":material/content_cut:")
+    elif answer.note:
+        st.caption(answer.note)
+    if audio:
+        st.audio(audio, format="audio/mpeg" if answer.audio_format == "mp3" else "audio/wav")
 
 
 def _on_feedback(session: ChatSession, index: int, key: str) -> None:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from core.history_index import MARK_END, MARK_START, SearchHit, SessionSummary
 from core.session_log import LoggedSession, media_path
-from ui.chat_view import STAGES, escape, stored
+from ui.chat_view import STAGES, draw_note_and_audio, escape, stored
 
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~:$<])")
 
@@ -133,12 +133,7 @@ def _exchange(log_dir: Path, exchange, turn: int) -> None:
         return
     with st.chat_message("assistant"):
         st.markdown(escape(answer.text) or "*(no text)*")
-        if answer.status != "complete":
-            st.warning(answer.note or f"This reply is {answer.status}.", icon=":material/content_cut:")
-        elif answer.note:
-            st.caption(answer.note)
-        if audio := stored(log_dir, answer.audio):
-            st.audio(audio, format="audio/mpeg" if answer.audio_format == "mp3" else "audio/wav")
+        draw_note_and_audio(answer, stored(log_dir, answer.audio))
         extras = []
         if answer.feedback is not None:
             extras.append(":material/thumb_up:" if answer.feedback else ":material/thumb_down:")
