@@ -105,6 +105,20 @@ def detail(error: openai.APIError) -> str:
     return " ".join(str(text).split())[:DETAIL_CHARS]
 
 
+def open_server(base_url: str, api_key: str | None, timeout_s: float, max_retries: int, what: str,
+                model: str | None, variables: tuple[str, str, str]) -> tuple[openai.OpenAI, str, list[str] | None]:
+    """A client for the server, its URL as shown to users, and the models it serves.
+    variables: the (base URL, API key, model) settings the user would fix; a failure names them."""
+    url_variable, key_variable, model_variable = variables
+    client = make_client(base_url, api_key, timeout_s, max_retries)
+    where = shown_url(base_url)
+    try:
+        return client, where, served_models(client)
+    except openai.APIError as e:
+        message, hint = explain(e, where, what, model or "", key_variable, model_variable)
+        raise ModelLoadError(message, hint or f"Check {url_variable}.") from e
+
+
 def explain(error: openai.APIError, where: str, what: str, model: str, key_variable: str, model_variable: str,
             served: list[str] | None = None) -> tuple[str, str]:
     """(message, hint) for the user about a failed request to the server at where."""
@@ -192,13 +206,8 @@ class RemoteChatModel:
     def connect(cls, base_url: str, api_key: str | None, model: str | None, token_timeout_s: float = 300.0,
                 max_retries: int = MAX_RETRIES, extra_body: dict | None = None) -> "RemoteChatModel":
         """Check that the server answers and serves the model; pick its only model when none is named."""
-        client = make_client(base_url, api_key, token_timeout_s, max_retries)
-        where = shown_url(base_url)
-        try:
-            served = served_models(client)
-        except openai.APIError as e:
-            message, hint = explain(e, where, "chat", model or "", "OPENAI_API_KEY", "LLAVA_REMOTE_MODEL")
-            raise ModelLoadError(message, hint or "Check OPENAI_BASE_URL.") from e
+        client, where, served = open_server(base_url, api_key, token_timeout_s, max_retries, "chat", model,
+                                            ("OPENAI_BASE_URL", "OPENAI_API_KEY", "LLAVA_REMOTE_MODEL"))
         return cls(client, pick_model(model, served, where, "LLAVA_REMOTE_MODEL"), base_url, extra_body=extra_body)
 
     def count_tokens(self, text: str) -> int:
@@ -339,13 +348,8 @@ class RemoteTranscriber:
     @classmethod
     def connect(cls, base_url: str, api_key: str | None, model: str | None, timeout_s: float = 120.0,
                 max_retries: int = MAX_RETRIES) -> "RemoteTranscriber":
-        client = make_client(base_url, api_key, timeout_s, max_retries)
-        where = shown_url(base_url)
-        try:
-            served = served_models(client)
-        except openai.APIError as e:
-            message, hint = explain(e, where, "speech", model or "", "STT_API_KEY", "WHISPER_MODEL")
-            raise ModelLoadError(message, hint or "Check STT_BASE_URL.") from e
+        client, where, served = open_server(base_url, api_key, timeout_s, max_retries, "speech", model,
+                                            ("STT_BASE_URL", "STT_API_KEY", "WHISPER_MODEL"))
         if not model and not any("whisper" in m.lower() for m in served or []):
             model = "whisper-1"  # OpenAI's name; servers without a listing usually take any
         return cls(client, pick_model(model, served, where, "WHISPER_MODEL", prefer="whisper"), base_url)
