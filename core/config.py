@@ -15,12 +15,18 @@ from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
 CUDA_LLAVA_MODEL = "llava-hf/llava-1.5-7b-hf"
 CPU_LLAVA_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
 STT_ENGINES = ("faster-whisper", "openai-whisper", "openai-api")
 TTS_ENGINES = ("gtts", "espeak", "none")
-QUANTS = ("4bit", "8bit", "none")
+# 4bit: HQQ 4-bit + gemlite kernels, compiled (the fast path, bench/gpu_turn.py); nf4: bitsandbytes NF4
+# with fp16 compute (the original script's setting); 8bit: bitsandbytes int8; none: fp16 (CUDA) / fp32 (CPU)
+QUANTS = ("4bit", "nf4", "8bit", "none")
+CUDA_STT_ENGINE = "openai-whisper"  # Whisper through torch: runs with whatever CUDA torch was built for
+CPU_STT_ENGINE = "faster-whisper"
+CUDA_CACHE_TOKENS = 2048  # static KV cache of the compiled model: prompt + reply; longer talks are trimmed
 
 
 @lru_cache(maxsize=1)
@@ -50,6 +56,7 @@ class Settings:
     max_image_bytes: int = 25 * 1024 * 1024  # 25 MiB, also .streamlit/config.toml maxUploadSize
     max_audio_seconds: float = 60.0  # longer recordings are refused
     token_timeout_s: float = 300.0  # longest wait for one generated chunk
+    llava_cache_tokens: int | None = None  # LLAVA_CACHE_TOKENS: KV cache length on CUDA; None: the model's context
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -61,7 +68,7 @@ class Settings:
             return value or default
 
         quant = get("LLAVA_QUANT", "4bit" if cuda else "none").lower()
-        stt = get("STT_ENGINE", "faster-whisper").lower()
+        stt = get("STT_ENGINE", CUDA_STT_ENGINE if cuda else CPU_STT_ENGINE).lower()
         tts = get("TTS_ENGINE", "gtts").lower()
         for name, value, allowed in (
             ("LLAVA_QUANT", quant, QUANTS),
@@ -74,6 +81,9 @@ class Settings:
         for name, value in (("OPENAI_BASE_URL", base_url), ("STT_BASE_URL", stt_base_url)):
             if value and not value.startswith(("http://", "https://")):
                 raise ValueError(f"{name}={value!r} must start with http:// or https:// (e.g. http://localhost:8000/v1)")
+        cache_tokens = get("LLAVA_CACHE_TOKENS", str(CUDA_CACHE_TOKENS) if cuda else None)
+        if cache_tokens is not None and not (cache_tokens.isdigit() and int(cache_tokens) >= 256):
+            raise ValueError(f"LLAVA_CACHE_TOKENS={cache_tokens!r} must be a whole number of tokens, at least 256")
         if stt == "openai-api" and not (stt_base_url or base_url):
             raise ValueError("STT_ENGINE='openai-api' needs STT_BASE_URL (or OPENAI_BASE_URL): the transcription server")
         return cls(
@@ -89,6 +99,7 @@ class Settings:
             log_dir=Path(get("LOG_DIR", "logs")),
             stt_base_url=(stt_base_url or base_url) if stt == "openai-api" else stt_base_url,
             stt_api_key=get("STT_API_KEY", get("OPENAI_API_KEY")),
+            llava_cache_tokens=int(cache_tokens) if cache_tokens else None,
         )
 
     def as_rows(self) -> list[tuple[str, str]]:
@@ -98,5 +109,16 @@ class Settings:
             value = getattr(self, f.name)
             if f.name.endswith("api_key") and value:
                 value = "set"
+            elif f.name.endswith("base_url") and value:
+                value = masked_url(value)
             rows.append((f.name, "" if value is None else str(value)))
         return rows
+
+
+def masked_url(url: str) -> str:
+    """The URL without any user:password part, for the sidebar, messages and logs."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}".rstrip("/")

