@@ -52,6 +52,7 @@ class OpenAIWhisperTranscriber:
         self.model = whisper.load_model(model, device=device)
         self.device = device
         self.fp16 = device == "cuda"
+        self.sample_len: int | None = None  # most tokens per window; None: Whisper's own limit (224)
         self.name = f"openai-whisper {model} ({'fp16' if self.fp16 else 'fp32'}, {device})"
 
     def transcribe(self, samples: np.ndarray, language: str | None = None) -> Transcript:
@@ -72,7 +73,8 @@ class OpenAIWhisperTranscriber:
 
         audio = whisper.pad_or_trim(torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)))
         mel = whisper.log_mel_spectrogram(audio, self.model.dims.n_mels, device=self.device)
-        options = whisper.DecodingOptions(language=language, fp16=self.fp16, without_timestamps=True)
+        options = whisper.DecodingOptions(language=language, fp16=self.fp16, without_timestamps=True,
+                                          sample_len=self.sample_len)
         with torch.inference_mode():
             result = whisper.decode(self.model, mel, options)
         return Transcript(text=result.text.strip(), language=result.language, duration_s=len(samples) / SAMPLE_RATE)

@@ -20,14 +20,13 @@ from typing import Iterator
 
 from core.chat_session import ChatSession
 from core.conversation import Answer, Notice, Question
+from core.engines import Engines, GenerationOptions, Transcriber, Transcript
 from core.errors import AppError, InvalidAudio, SpeechError
 from core.fair_queue import Ticket, queue_for
-from core.media import digest, load_audio
+from core.media import AudioInput, digest, load_audio
 from core.sentences import SentenceSplitter, speakable
 from core.session_log import save_media
-from core.stt import Transcriber
 from core.tts import Speaker, Speech, join_speech
-from core.vlm import ChatModel, GenerationOptions
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +43,8 @@ class TurnInput:
     language: str = "en"  # language of typed text (and of speech, unless Whisper detects another)
 
 
-@dataclass(frozen=True)
-class Engines:
-    """The loaded models, shared by every session."""
-
-    chat: ChatModel
-    transcriber: Transcriber | None = None
-    speaker: Speaker | None = None
+class TranscriptionFailed(AppError):
+    """The speech engine raised: the recording could not be turned into text."""
 
 
 # Events, in the order a turn produces them.
@@ -103,7 +97,11 @@ class _Clock:
 
 
 def ask(session: ChatSession, engines: Engines, turn_input: TurnInput) -> Iterator[Rejected | Asked]:
-    """Validate the input, transcribe a recording, and add the question to the conversation."""
+    """Validate the input, transcribe a recording, and add the question to the conversation.
+
+    Yields Asked, or Rejected (a notice, logged) for bad input or a failing speech engine, or
+    nothing when there is nothing to ask.
+    """
     clock = _Clock()
     try:
         if turn_input.image is not None:
@@ -113,11 +111,11 @@ def ask(session: ChatSession, engines: Engines, turn_input: TurnInput) -> Iterat
             if engines.transcriber is None:
                 raise InvalidAudio("Speech recognition is not available.", "Type your question instead.")
             audio = load_audio(turn_input.audio, max_seconds=session.settings.max_audio_seconds)
-            save_media(session.log_dir, audio.data, audio.digest, "wav")
-            transcript = engines.transcriber.transcribe(audio.samples)
+            transcript = _transcribe(session, engines.transcriber, audio)
             clock.mark("stt_s")
             if not transcript.text:
                 raise InvalidAudio("I heard nothing — try again.", "Speak a little louder or closer.")
+            save_media(session.log_dir, audio.data, audio.digest, "wav")  # kept only with a question that uses it
             text = f"{transcript.text}\n\n{text}".strip()
             source, language, audio_digest = "voice", transcript.language, audio.digest
     except AppError as e:
@@ -132,6 +130,22 @@ def ask(session: ChatSession, engines: Engines, turn_input: TurnInput) -> Iterat
     question = Question(text=text, source=source, language=language, audio=audio_digest)
     index = session.ask(question)
     yield Asked(index, session.conversation.items[index].question, clock.marks)
+
+
+def _transcribe(session: ChatSession, transcriber: Transcriber, audio: AudioInput) -> Transcript:
+    """The transcript; any failure of the engine (a missing CUDA library, a server gone) becomes
+    a message for the user, with the traceback in the log."""
+    try:
+        return transcriber.transcribe(audio.samples)
+    except AppError:
+        raise
+    except Exception as e:  # the boundary: whatever the engine raised, the turn goes on
+        logger.exception("transcription failed")
+        session.log.error(f"transcription failed: {e!r}", None, traceback.format_exc())
+        raise TranscriptionFailed(
+            f"Speech recognition failed ({type(e).__name__}: {' '.join(str(e).split())[:200]}).",
+            "Type your question, or try again.",
+        ) from e
 
 
 def answer(
@@ -169,8 +183,8 @@ def answer(
             try:
                 speech, seconds = pending.pop(0).result()
             except SpeechError as e:
-                if str(e) not in notes:
-                    notes.append(f"Speech failed: {e}")
+                if (note := f"Speech failed: {e}") not in notes:  # once per reply, however many sentences fail
+                    notes.append(note)
                 continue
             clock.mark("first_audio_s")
             clock.marks["tts_s"] = round(clock.marks.get("tts_s", 0.0) + seconds, 4)
