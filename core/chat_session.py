@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,8 +10,11 @@ from PIL import Image
 
 from core.config import Settings
 from core.conversation import Answer, Conversation, Exchange, Notice, Question, image_digests
+from core.errors import InvalidImage
 from core.media import ImageInput, load_image
 from core.session_log import SessionLog, media_path, read_session, save_media, session_path
+
+log = logging.getLogger(__name__)
 
 
 class ChatSession:
@@ -21,8 +25,7 @@ class ChatSession:
         self.settings = settings
         self.meta = meta or {}
         self.conversation = Conversation()
-        self.images: dict[str, Image.Image] = {}  # digest -> decoded RGB image
-        self.image_bytes: dict[str, bytes] = {}  # digest -> bytes as uploaded, for display
+        self.images: dict[str, Image.Image] = {}  # digest -> the normalised image (previews come from its file)
         self.pending_image: str | None = None  # set from the sidebar, taken by the next question
         self._log: SessionLog | None = None
 
@@ -38,7 +41,12 @@ class ChatSession:
             path = media_path(settings.log_dir, digest)
             if path is None:
                 continue  # shown as missing; the model is then asked without it
-            image = load_image(path.read_bytes(), max_pixels=settings.max_image_pixels, max_bytes=settings.max_image_bytes)
+            try:  # older logs stored uploads as they came: normalised here, as at upload
+                image = load_image(path.read_bytes(), max_pixels=settings.max_image_pixels,
+                                   max_bytes=settings.max_image_bytes)
+            except (InvalidImage, OSError) as e:
+                log.warning("image %s of session %s cannot be used: %s", digest, session_id, e)
+                continue  # like a missing file: the exchange stays, its preview says why
             session.images[digest] = image.image
         return session
 
@@ -61,11 +69,11 @@ class ChatSession:
         return self.pending_image or self.conversation.current_image
 
     def attach_image(self, data: bytes) -> ImageInput:
-        """Validate an image and make it the visual context of the next question."""
+        """Validate and normalise an image, store the normalised file (what the log, the model and
+        every preview use), and make it the visual context of the next question."""
         image = load_image(data, max_pixels=self.settings.max_image_pixels, max_bytes=self.settings.max_image_bytes)
         save_media(self.log_dir, image.data, image.digest, image.format)
         self.images[image.digest] = image.image
-        self.image_bytes[image.digest] = image.data
         if image.digest != self.conversation.current_image:
             self.pending_image = image.digest
         return image

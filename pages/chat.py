@@ -58,8 +58,9 @@ with st.sidebar:
     st.button("New session", icon=":material/add_comment:", on_click=new_session, use_container_width=True)
     st.file_uploader("Image", type=IMAGE_TYPES, key=f"image-{state.get('uploader', 0)}", on_change=on_sidebar_image,
                      help="Or attach it in the chat box. A new image starts a new visual context.")
-    if current := chat_view.media(session, session.current_image):
-        st.image(current, caption="Current image" + (" (used by your next question)" if session.pending_image else ""))
+    if session.current_image:
+        chat_view.draw_image(session.log_dir, session.current_image, side=chat_view.SIDEBAR_SIDE, width=None,
+                             caption="Current image" + (" (used by your next question)" if session.pending_image else ""))
     speak = st.toggle("Speak replies", value=settings.tts_engine != "none", disabled=engines.speaker is None)
     language = st.selectbox("Language of typed questions", list(LANGUAGES), format_func=LANGUAGES.get,
                             help="Spoken questions use the language Whisper detects.")

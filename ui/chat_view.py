@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from pathlib import Path
 
@@ -9,7 +10,11 @@ import streamlit as st
 
 from core.chat_session import ChatSession
 from core.conversation import Answer, Exchange, Notice
+from core.errors import InvalidImage
+from core.media import preview
 from core.session_log import media_path
+
+log = logging.getLogger(__name__)
 
 STAGES = {  # timing key -> label, in display order
     "stt_s": "Speech to text",
@@ -24,6 +29,8 @@ STAGES = {  # timing key -> label, in display order
 }
 
 
+PREVIEW_SIDE = 480  # pixels; images in messages are shown 240 wide, twice that for sharp screens
+SIDEBAR_SIDE = 640  # pixels; the sidebar is about 300 wide
 SHOWN_TURNS = 30  # a long conversation draws its last turns; "Show earlier turns" adds this many more
 
 
@@ -46,8 +53,6 @@ def _read(path: Path) -> bytes:
 
 
 def media(session: ChatSession, digest: str | None) -> bytes | None:
-    if digest and digest in session.image_bytes:
-        return session.image_bytes[digest]
     return stored(session.log_dir, digest)
 
 
@@ -55,6 +60,33 @@ def stored(log_dir: Path, digest: str | None) -> bytes | None:
     """The bytes of a media file in the log folder; None when there is none."""
     path = media_path(log_dir, digest)
     return _read(path) if path else None
+
+
+@lru_cache(maxsize=512)
+def _preview(path: Path, side: int) -> bytes | None:
+    """A small JPEG of a stored image, made once per process; None when the file is no image
+    (a log from before uploads were normalised may name one)."""
+    try:
+        return preview(path.read_bytes(), side)
+    except (InvalidImage, OSError) as e:
+        log.warning("no preview of %s: %s", path.name, e)
+        return None
+
+
+def picture(log_dir: Path, digest: str | None, side: int = PREVIEW_SIDE) -> bytes | None:
+    """The preview of a stored image, at most side×side; None when it is missing or unreadable."""
+    path = media_path(log_dir, digest)
+    return _preview(path, side) if path else None
+
+
+def draw_image(log_dir: Path, digest: str, caption: str, side: int = PREVIEW_SIDE, width: int | None = 240) -> None:
+    """An image from the log folder, or a short caption saying why it cannot be shown."""
+    if media_path(log_dir, digest) is None:
+        st.caption("(image missing from the log folder)")
+    elif (image := picture(log_dir, digest, side)) is None:
+        st.caption("(this image cannot be shown: its file is damaged)")
+    else:
+        st.image(image, width=width or "content", caption=caption)
 
 
 def escape(text: str) -> str:
@@ -70,8 +102,8 @@ def draw_notice(notice: Notice) -> None:
 def draw_question(session: ChatSession, exchange: Exchange) -> None:
     question = exchange.question
     with st.chat_message("user"):
-        if image := media(session, question.image):
-            st.image(image, width=240, caption="New image")
+        if question.image:
+            draw_image(session.log_dir, question.image, caption="New image")
         if audio := media(session, question.audio):
             st.audio(audio, format="audio/wav")
         st.markdown(question.text)

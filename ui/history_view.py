@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import re
 from datetime import datetime
-from functools import lru_cache
 from pathlib import Path
 
 import streamlit as st
-from PIL import Image
 
 from core.history_index import MARK_END, MARK_START, SearchHit, SessionSummary
-from core.session_log import LoggedSession, media_path
-from ui.chat_view import STAGES, draw_note_and_audio, escape, stored
+from core.session_log import LoggedSession
+from ui.chat_view import STAGES, draw_image, draw_note_and_audio, escape, picture, stored
+from ui.chat_view import _preview as _thumbnail  # noqa: F401  (the cache bench/history_bench.py clears)
 
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~:$<])")
 
@@ -47,23 +45,9 @@ def _literal(text: str) -> str:
     return MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
-@lru_cache(maxsize=512)
-def _thumbnail(path: Path, size: int) -> bytes:
-    with Image.open(path) as image:
-        image.thumbnail((size, size))
-        out = io.BytesIO()
-        image.convert("RGB").save(out, "JPEG", quality=75)
-    return out.getvalue()
-
-
 def thumbnail(log_dir: Path, digest: str, size: int = 96) -> bytes | None:
-    path = media_path(log_dir, digest)
-    if path is None:
-        return None
-    try:
-        return _thumbnail(path, size)
-    except OSError:
-        return None
+    """A list row's small picture; None for a missing or unreadable file (the row is drawn without it)."""
+    return picture(log_dir, digest, size)
 
 
 def summary_row(log_dir: Path, summary: SessionSummary, on_open) -> None:
@@ -119,10 +103,7 @@ def _exchange(log_dir: Path, exchange, turn: int) -> None:
     question, answer = exchange.question, exchange.answer
     with st.chat_message("user"):
         if question.image:
-            if image := stored(log_dir, question.image):
-                st.image(image, width=240, caption="New image")
-            else:
-                st.caption("(image missing from the log folder)")
+            draw_image(log_dir, question.image, caption="New image")
         if audio := stored(log_dir, question.audio):
             st.audio(audio, format="audio/wav")
         label = "Transcript" if question.source == "voice" else "Typed"

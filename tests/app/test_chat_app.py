@@ -3,12 +3,13 @@
 import io
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core.errors import GenerationError
-from core.session_log import list_session_files, read_session
+from core.session_log import list_session_files, media_path, read_session
 from tests.app.conftest import ask, log_records, roles
 from tests.conftest import ROOT, png_bytes
 
@@ -132,3 +133,33 @@ def test_new_session_starts_a_new_log(app):
     assert roles(at) == []
     ask(at, "two")
     assert len(list_session_files(app.log_dir)) == 2
+
+
+def grey_16_bit_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.tile(np.linspace(0, 65535, 320).astype(np.uint16), (200, 1))).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def strip_png(size=(40_000, 1)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, "blue").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name,make", [("grey16.png", grey_16_bit_png), ("strip.png", strip_png)])
+def test_images_that_used_to_break_the_page_give_a_working_turn(app, name, make):
+    """A 16-bit grey PNG ("cannot write mode I;16 as JPEG") and a 40000×1 strip ("height and width
+    must be > 0") used to fail on the page, and on every rerun after."""
+    at = ask(app(), "What is in this picture?", make(), name=name)
+    assert roles(at) == ["user", "assistant"] and not at.error
+    assert len(at.chat_message[0].get("image")) == 1
+    question = next(r for r in log_records(app.log_dir) if r["type"] == "question")
+    assert question["text"] == "What is in this picture?" and question["image"]
+    with Image.open(media_path(app.log_dir, question["image"])) as stored:  # the normalised image is what is kept
+        assert stored.mode == "RGB" and max(stored.size) <= 20 * min(stored.size)
+    ask(at, "And what colour is it?")
+    assert roles(at) == ["user", "assistant", "user", "assistant"] and len(at.sidebar.get("image")) == 1
+    assert [r["text"] for r in log_records(app.log_dir) if r["type"] == "question"] == [
+        "What is in this picture?", "And what colour is it?"]
+    assert all(e.answer and e.answer.status == "complete" for e in at.session_state["chat"].conversation.exchanges)

@@ -1,12 +1,16 @@
 """The History page as AppTest drives it, over sessions made through the chat page."""
 
+import io
 import re
 
+import numpy as np
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core.conversation import Answer, Question
 from core.history_index import HistoryIndex
+from core.media import digest
 from core.session_log import SessionLog, list_session_files, read_session, save_media, user_log_dir
 from tests.app.conftest import ask, roles
 from tests.conftest import ROOT, png_bytes
@@ -142,3 +146,40 @@ def test_sign_in_is_required_when_configured(app):
     at.run()
     assert not at.exception and not at.chat_input
     assert any(b.label == "Sign in" for b in at.button)
+
+
+def old_session_with_bad_images(log_dir) -> SessionLog:
+    """A log from before uploads were normalised: its media are a 40000×1 strip, a file that is no
+    image at all, and a 16-bit grey PNG, each stored as it came."""
+    strip, grey = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (40_000, 1), "blue").save(strip, "PNG")
+    Image.fromarray(np.full((60, 80), 40_000, np.uint16)).save(grey, "PNG")
+    media = {"strip": strip.getvalue(), "broken": b"\x89PNG\r\n\x1a\n not really", "grey": grey.getvalue()}
+    for data in media.values():
+        save_media(log_dir, data, digest(data), "png")
+    log = SessionLog.create(log_dir, model="tiny")
+    for turn, (name, data) in enumerate(media.items()):
+        log.question(turn, Question(f"What is the {name} picture?", image=digest(data)))
+        log.answer(turn, Answer(f"It is a {name} picture."))
+    return log
+
+
+def test_a_session_whose_images_are_bad_is_listed_opened_and_continued(app):
+    at = app()
+    log = old_session_with_bad_images(app.log_dir)
+    history(at)
+    assert open_buttons(at) == [f"open-{log.session_id}"]
+    assert at.get("image")  # the row's thumbnails: the strip and the grey one; the broken one left out
+    at.button(key=f"open-{log.session_id}").click().run()
+    assert not at.exception, at.exception
+    assert roles(at) == ["user", "assistant"] * 3 and len(at.get("image")) == 2
+    assert any("cannot be shown" in c.value for c in at.caption)
+    at.button[1].click().run()  # Continue in chat
+    assert not at.exception, at.exception
+    assert not at.error and roles(at) == ["user", "assistant"] * 3
+    assert any("cannot be shown" in c.value for c in at.caption)
+    at.switch_page("pages/chat.py")
+    ask(at, "And the grey one, once more?")  # the model sees the last (grey) picture, normalised
+    (path,) = list_session_files(app.log_dir)
+    exchanges = read_session(path).conversation.exchanges
+    assert path.stem == log.session_id and len(exchanges) == 4 and exchanges[-1].answer.status == "complete"
