@@ -13,9 +13,9 @@ import io
 import logging
 import math
 import warnings
+import wave
 from dataclasses import dataclass
 
-import av
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
@@ -225,10 +225,14 @@ def load_audio(data: bytes, *, max_seconds: float) -> AudioInput:
     soon as max_seconds have come out, so a long file costs neither time nor memory."""
     if not data:
         raise InvalidAudio("I heard nothing — the recording is empty.", "Try again.")
-    try:
-        samples = _decode_audio(data, max_seconds)
-    except (av.FFmpegError, IndexError) as e:  # not a media file, or one without an audio stream
-        raise InvalidAudio("The recording could not be decoded.", "Record again or send a WAV file.") from e
+    samples = _browser_wav(data, max_seconds)
+    if samples is None:
+        import av  # PyAV: every other format
+
+        try:
+            samples = _decode_audio(data, max_seconds)
+        except (av.FFmpegError, IndexError) as e:  # not a media file, or one without an audio stream
+            raise InvalidAudio("The recording could not be decoded.", "Record again or send a WAV file.") from e
     audio = AudioInput(samples=samples, data=data, digest=digest(data))
     if audio.duration_s > max_seconds:
         raise _too_long(f"{audio.duration_s:.0f} s", max_seconds)
@@ -241,7 +245,26 @@ def _too_long(length: str, max_seconds: float) -> InvalidAudio:
     return InvalidAudio(f"The recording is {length} long; the limit is {max_seconds:.0f} s.", "Ask a shorter question.")
 
 
+def _browser_wav(data: bytes, max_seconds: float) -> np.ndarray | None:
+    """What the browser records (st.chat_input: 16 kHz mono 16-bit PCM WAV), read without a
+    decoder; None for anything else."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    try:
+        with wave.open(io.BytesIO(data)) as clip:
+            if (clip.getframerate(), clip.getnchannels(), clip.getsampwidth()) != (SAMPLE_RATE, 1, 2):
+                return None
+            if clip.getnframes() > max_seconds * SAMPLE_RATE:
+                raise _too_long(f"{clip.getnframes() / SAMPLE_RATE:.0f} s", max_seconds)
+            pcm = clip.readframes(clip.getnframes())
+    except (wave.Error, EOFError):
+        return None  # PyAV gets a go at it
+    return np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
+
+
 def _decode_audio(data: bytes, max_seconds: float) -> np.ndarray:
+    import av
+
     """Frame by frame through a resampler to SAMPLE_RATE mono float32, stopping one frame past
     max_seconds (the caller then refuses it). Frames that fail to decode are skipped."""
     limit = int(max_seconds * SAMPLE_RATE)
@@ -271,12 +294,16 @@ def _declared_seconds(container, stream) -> float | None:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:
+        import av
+
         return container.duration / av.time_base
     return None
 
 
 def _frames(container, stream):
     """The decoded frames of stream; a packet that cannot be decoded is skipped, as Whisper does."""
+    import av
+
     for packet in container.demux(stream):
         try:
             yield from packet.decode()

@@ -120,6 +120,8 @@ class LlavaModel:
         for _ in range(2):  # the second run replays what the first recorded
             for _ in self.stream(question, blank, GenerationOptions(temperature=0, max_new_tokens=WARM_UP_TOKENS)):
                 pass
+        for length in self.decoder.prefill_sizes():  # each prompt length a turn can have (padded)
+            self.worker.submit(lambda job, n=length: self.decoder.warm_prefill(n)).done.wait()
         return time.perf_counter() - start
 
     def count_tokens(self, text: str) -> int:

@@ -149,22 +149,28 @@ def test_missing_model_says_which_variable_to_set(tmp_path):
         LlavaModel.load(str(tmp_path / "nowhere"))
 
 
-def test_static_cache_decoding_equals_generate_across_turns(model):
+@pytest.mark.parametrize("pad_to", [1, 64])
+def test_static_cache_decoding_equals_generate_across_turns(tiny_llava, pad_to):
     """The static cache (the compiled GPU path's) decodes what generate() does, turn after turn:
-    reset between turns, cache positions counted from the prompt."""
+    reset between turns, cache positions counted from the prompt, the prompt's padding (pad_to)
+    never seen. In float64, so that a different matmul shape cannot flip a near-tie."""
     import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from core.decoding import Decoder, Sampling
 
-    decoder = Decoder(model.model, cache_tokens=512, compile=False)
+    model = AutoModelForImageTextToText.from_pretrained(str(tiny_llava), dtype=torch.float64).eval()
+    llava = LlavaModel(model, AutoProcessor.from_pretrained(str(tiny_llava)), "tiny float64")
+    decoder = Decoder(model, cache_tokens=512, compile=False, pad_to=pad_to)
     images = {IMAGE: Image.new("RGB", (50, 40), "green")}
     for exchanges in (three_turns(), three_turns()[:1], [Exchange(Question("Why?"))]):
-        inputs = model.inputs(exchanges, images)
+        inputs = llava.inputs(exchanges, images).to("cpu", torch.float64)
         ids = list(decoder.tokens(inputs, 24, Sampling(), lambda: False))
+        assert decoder.last["padded_tokens"] % pad_to == 0
         with torch.no_grad():
-            output = model.model.generate(**inputs, max_new_tokens=24, do_sample=False)
+            output = model.generate(**inputs, max_new_tokens=24, do_sample=False)
         reference = output[0, inputs["input_ids"].shape[1]:].tolist()
-        eos = model.model.generation_config.eos_token_id
+        eos = model.generation_config.eos_token_id
         assert ids == [t for t in reference if t != eos][: len(ids)] and len(ids) > 0
 
 

@@ -281,3 +281,22 @@ def test_decoding_stops_at_the_limit_when_no_length_is_declared(monkeypatch):
 def test_short_mp3_is_decoded_whole():
     audio = load_audio(mp3_stream(3.0), max_seconds=60)
     assert audio.samples.dtype == np.float32 and abs(audio.duration_s - 3.0) < 0.1
+
+
+def test_the_browsers_wav_is_read_without_a_decoder_and_equals_pyav(monkeypatch):
+    """16 kHz mono 16-bit WAV (what st.chat_input records) takes the wave-module path; the samples
+    are the ones PyAV decodes, and its length limit holds there too."""
+    import numpy as np
+
+    from core import media
+    from tests.fakes import tone, wav_bytes
+
+    clip = wav_bytes(tone(1.5))
+    fast = media.load_audio(clip, max_seconds=60).samples
+    assert media._browser_wav(clip, 60) is not None
+    monkeypatch.setattr(media, "_browser_wav", lambda data, limit: None)
+    decoded = media.load_audio(clip, max_seconds=60).samples
+    assert fast.shape == decoded.shape and np.allclose(fast, decoded, atol=1e-4)
+    monkeypatch.undo()
+    with pytest.raises(media.InvalidAudio, match="limit"):
+        media.load_audio(wav_bytes(tone(3.0)), max_seconds=2)
