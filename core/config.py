@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
 CUDA_LLAVA_MODEL = "llava-hf/llava-1.5-7b-hf"
 CPU_LLAVA_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
@@ -30,6 +31,16 @@ def cuda_available() -> bool:
     except ImportError:
         return False
     return torch.cuda.is_available()
+
+
+def masked_url(url: str) -> str:
+    """A server URL as it may be shown and logged: without user:password (http://user:pw@host/v1
+    -> http://host/v1), query or fragment, which can hold credentials."""
+    if "://" not in url:  # not a URL (the settings refuse those): still never show what precedes an "@"
+        return url.rpartition("@")[2].split("?")[0]
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]  # keeps the port and an IPv6 host's brackets as written
+    return f"{parts.scheme}://{host}{parts.path}".rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -92,11 +103,13 @@ class Settings:
         )
 
     def as_rows(self) -> list[tuple[str, str]]:
-        """(name, value) pairs for a read-only display; API keys are masked."""
+        """(name, value) pairs for a read-only display; API keys are masked, URLs shown without credentials."""
         rows = []
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name.endswith("api_key") and value:
                 value = "set"
+            elif f.name.endswith("base_url") and value:
+                value = masked_url(value)
             rows.append((f.name, "" if value is None else str(value)))
         return rows
