@@ -11,6 +11,7 @@ from core.chat_session import ChatSession
 from core.config import Settings
 from core.conversation import Exchange, Notice
 from core.errors import AppError
+from core.markup import safe_markdown, safe_stream
 from core.media import IMAGE_FORMATS
 from core.vlm import GenerationOptions
 from ui import chat_view, speech_queue
@@ -118,7 +119,7 @@ def stream_answer(index: int, timings: dict | None = None) -> None:
                         help="Stop writing and speaking; the reply so far is kept.")
         stream = tokens()
         try:
-            st.write_stream(stream)
+            st.write_stream(safe_stream(stream))
         finally:
             stream.close()  # a rerun (Stop, any click) interrupts here: the partial reply is still logged
         status.empty()
@@ -183,7 +184,7 @@ for index in range(first, len(items)):
     chat_view.draw_question(session, item)
     if item.answer is not None:
         with st.chat_message("assistant"):
-            st.markdown(chat_view.escape(item.answer.text) or "*(no text)*")
+            st.markdown(safe_markdown(chat_view.escape(item.answer.text)) or "*(no text)*")
             chat_view.draw_answer_extras(session, index, item.answer)
             if index == last:
                 draw_actions(index)

@@ -9,6 +9,7 @@ import streamlit as st
 
 from core.chat_session import ChatSession
 from core.conversation import Answer, Exchange, Notice
+from core.markup import safe_markdown
 from core.session_log import media_path
 
 STAGES = {  # timing key -> label, in display order
@@ -74,7 +75,7 @@ def draw_question(session: ChatSession, exchange: Exchange) -> None:
             st.image(image, width=240, caption="New image")
         if audio := media(session, question.audio):
             st.audio(audio, format="audio/wav")
-        st.markdown(question.text)
+        st.markdown(safe_markdown(question.text))
 
 
 def draw_answer_extras(session: ChatSession, index: int, answer: Answer) -> None:
