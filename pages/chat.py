@@ -163,10 +163,14 @@ if not prompt and not session.conversation.items:
 
 if action := state.pop("action", None):  # Regenerate or Resend, clicked in the last run
     kind, index = action
-    question = session.conversation.items[index].question
-    if kind == "edit":
+    if index != last_exchange() or session.conversation.items[index].answer is None:
+        # a button left on an older reply (a question was asked since), or a reply still being written
+        st.toast("That reply is no longer the last one: nothing was changed.", icon=":material/info:")
+    elif kind == "edit":
+        question = session.conversation.items[index].question
         session.edit(index, state.get(f"edit-{index}", "").strip() or question.text)
     else:
+        question = session.conversation.items[index].question
         session.conversation.items[index] = Exchange(question)  # the new answer replaces it in the log
 
 last = last_exchange()
@@ -186,7 +190,7 @@ for index in range(first, len(items)):
         with st.chat_message("assistant"):
             st.markdown(safe_markdown(chat_view.escape(item.answer.text)) or "*(no text)*")
             chat_view.draw_answer_extras(session, index, item.answer)
-            if index == last:
+            if index == last and not prompt:  # with a new question this one is no longer the last
                 draw_actions(index)
 
 if last is not None and session.conversation.items[last].answer is None:
