@@ -338,7 +338,7 @@ def part_recompile(ctx) -> None:
             if isinstance(event, turn.Done):
                 done = event.answer
         rows.append({"ttft_s": done.timings.get("ttft_s"), "tokens_per_s": done.timings.get("tokens_per_s"),
-                     "prompt_tokens": llava.inputs(session.conversation.visual_context(), session.images)["input_ids"].shape[1]})
+                     **llava.decoder.last})
     after = {"unique_graphs": counters["stats"]["unique_graphs"], "frames_ok": counters["frames"]["ok"]}
     RESULT["recompile"] = {
         "turns": len(rows), "graphs_compiled_during_turns": after["unique_graphs"] - before["unique_graphs"],
@@ -358,7 +358,7 @@ def _png(width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
-def decode_timing(llava, inputs_fn, label: str, reps: int = 3) -> dict:
+def decode_timing(llava, inputs_fn, label: str, reps: int = 2) -> dict:
     """Time to first chunk and decode tok/s of a model's stream(), greedy, DECODE_TOKENS tokens."""
     import torch
 
@@ -378,7 +378,8 @@ def decode_timing(llava, inputs_fn, label: str, reps: int = 3) -> dict:
         rows.append((first - start, end - first, llava.count_tokens(reply)))
     rows = rows[1:]
     return {"path": label, "ttft_s": median(r[0] for r in rows),
-            "decode_tok_s": round(median((r[2] - 1) / r[1] for r in rows), 1), "tokens": rows[0][2]}
+            "decode_tok_s": round(median((r[2] - 1) / r[1] for r in rows), 1), "tokens": rows[0][2],
+            "prefill_s": llava.decoder.last.get("prefill_s"), "prompt_tokens": llava.decoder.last.get("prompt_tokens")}
 
 
 def part_decode(ctx) -> None:
@@ -437,7 +438,7 @@ def part_decode(ctx) -> None:
     for label, streamer in (("fp16 generate(), no streamer", False),
                             ("fp16 generate() + TextIteratorStreamer in a thread (the old stream())", True)):
         timed_generate(streamer)
-        samples = [timed_generate(streamer) for _ in range(3)]
+        samples = [timed_generate(streamer) for _ in range(2)]
         rows.append({"path": label, "ttft_s": median(s[0] for s in samples),
                      "decode_tok_s": round((DECODE_TOKENS - 1) / median(s[1] for s in samples), 1)})
         save()

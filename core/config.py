@@ -38,6 +38,16 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def masked_url(url: str) -> str:
+    """A server URL as it may be shown and logged: without user:password (http://user:pw@host/v1
+    -> http://host/v1), query or fragment, which can hold credentials."""
+    if "://" not in url:  # not a URL (the settings refuse those): still never show what precedes an "@"
+        return url.rpartition("@")[2].split("?")[0]
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]  # keeps the port and an IPv6 host's brackets as written
+    return f"{parts.scheme}://{host}{parts.path}".rstrip("/")
+
+
 @dataclass(frozen=True)
 class Settings:
     llava_model: str  # Hugging Face id or local folder of a LLaVA-family model
@@ -103,7 +113,7 @@ class Settings:
         )
 
     def as_rows(self) -> list[tuple[str, str]]:
-        """(name, value) pairs for a read-only display; API keys are masked."""
+        """(name, value) pairs for a read-only display; API keys are masked, URLs shown without credentials."""
         rows = []
         for f in fields(self):
             value = getattr(self, f.name)
@@ -114,11 +124,3 @@ class Settings:
             rows.append((f.name, "" if value is None else str(value)))
         return rows
 
-
-def masked_url(url: str) -> str:
-    """The URL without any user:password part, for the sidebar, messages and logs."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}".rstrip("/")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Protocol, Sequence
 
@@ -68,6 +69,27 @@ class Transcriber(Protocol):
     def transcribe(self, samples: np.ndarray, language: str | None = None) -> Transcript:
         """Transcribe float32 mono samples at 16 kHz."""
         ...
+
+
+class TokenCounts:
+    """Tokens of recent replies as they were generated, for tokens/s: re-tokenizing a reply can
+    count differently (and a server's tokenizer is not at hand). Thread-safe, the newest kept."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self._counts: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, text: str, tokens: int) -> None:
+        with self._lock:
+            self._counts[text] = tokens
+            self._counts.move_to_end(text)
+            while len(self._counts) > self.size:
+                self._counts.popitem(last=False)
+
+    def get(self, text: str) -> int | None:
+        with self._lock:
+            return self._counts.get(text)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import Iterable, Literal
 from PIL import Image
 
 from core.conversation import Answer, Conversation, Exchange, Notice, Question
+from core.markup import safe_markdown
 from core.session_log import FORMAT_VERSION, LoggedSession, media_path, read_session, session_path
 
 JSON_FORMAT = "talk-with-a-picture/session"
@@ -60,18 +61,20 @@ def session_from_json(text: str) -> LoggedSession:
 def session_to_markdown(logged: LoggedSession, log_dir: Path, images: Literal["embed", "link"] = "embed",
                         media_prefix: str = "media/") -> str:
     """The session to read: each turn with its image, question (or transcript), reply and timings.
-    images="link" refers to media files as media_prefix + file name (used in the zip)."""
+    images="link" refers to media files as media_prefix + file name (used in the zip).
+    Text from users, models and servers goes through safe_markdown: in a viewer no HTML tag of it
+    runs and no image of it loads."""
     created = _when(logged.created)
     lines = [f"# Session {logged.session_id}", "",
              f"- Started: {created}",
-             f"- Model: {logged.header.get('model', 'unknown')}",
+             f"- Model: {safe_markdown(str(logged.header.get('model', 'unknown')))}",
              f"- Turns: {len(logged.conversation.exchanges)}", ""]
     for note in logged.notes:
-        lines.append(f"> Note: {note}")
+        lines.append(f"> Note: {safe_markdown(note)}")
     turn = 0
     for item in logged.conversation.items:
         if isinstance(item, Notice):
-            lines += [f"> **{item.level.title()}:** {item.text}", ""]
+            lines += [f"> **{item.level.title()}:** {safe_markdown(item.text)}", ""]
             continue
         question, answer = item.question, item.answer
         lines += [f"## Turn {turn + 1}", ""]
@@ -80,13 +83,13 @@ def session_to_markdown(logged: LoggedSession, log_dir: Path, images: Literal["e
         if question.audio and images == "link" and (path := media_path(log_dir, question.audio)):
             lines += [f"[Recording]({media_prefix}{path.name})", ""]
         said = "said" if question.source == "voice" else "wrote"
-        lines += [f"**You** ({said}, {question.language}):", "", _quote(question.text), ""]
+        lines += [f"**You** ({said}, {question.language}):", "", _quote(safe_markdown(question.text)), ""]
         if answer is None:
             lines += ["*(no reply)*", ""]
         else:
-            lines += ["**Assistant:**", "", answer.text or "*(no text)*", ""]
+            lines += ["**Assistant:**", "", safe_markdown(answer.text) or "*(no text)*", ""]
             if answer.status != "complete":
-                lines += [f"*Reply {answer.status}{': ' + answer.note if answer.note else ''}*", ""]
+                lines += [f"*Reply {answer.status}{': ' + safe_markdown(answer.note) if answer.note else ''}*", ""]
             if answer.audio and images == "link" and (path := media_path(log_dir, answer.audio)):
                 lines += [f"[Spoken reply]({media_prefix}{path.name})", ""]
             if answer.timings:
@@ -94,7 +97,7 @@ def session_to_markdown(logged: LoggedSession, log_dir: Path, images: Literal["e
         turn += 1
     if logged.errors:
         lines += ["## Errors", ""]
-        lines += [f"- {e.get('ts', '')}: {e.get('message', '')}" for e in logged.errors]
+        lines += [f"- {e.get('ts', '')}: {safe_markdown(str(e.get('message', '')))}" for e in logged.errors]
     return "\n".join(lines).rstrip() + "\n"
 
 

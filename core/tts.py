@@ -145,7 +145,9 @@ class FallbackSpeaker:
     """Try the primary engine; on failure use the fallback and say so (once) in Speech.note.
 
     After a failure the primary is left alone for retry_after_s, so that an offline machine or a
-    rate limit (HTTP 429) does not cost a timeout per sentence.
+    rate limit (HTTP 429) does not cost a timeout per sentence. When the fallback fails too, the
+    SpeechError holds both reasons, each once, and is the same for every sentence while the
+    primary rests (so that a reply can say it once).
     """
 
     def __init__(self, primary: Speaker, fallback: Speaker, retry_after_s: float = 300.0):
@@ -153,17 +155,25 @@ class FallbackSpeaker:
         self.retry_after_s = retry_after_s
         self.name = f"{primary.name} (falls back to {fallback.name})"
         self._primary_down_until = 0.0
+        self._primary_error = ""  # why the primary failed last, for the message when the fallback fails too
 
     def speak(self, text: str, language: str = "en") -> Speech:
+        note = ""
         if time.monotonic() >= self._primary_down_until:
             try:
                 return self.primary.speak(text, language)
             except SpeechError as e:
                 logger.warning("%s failed, using %s: %s", self.primary.name, self.fallback.name, e)
                 self._primary_down_until = time.monotonic() + self.retry_after_s
-                speech = self.fallback.speak(text, language)
-                return Speech(speech.audio, speech.format, speech.engine, f"{e} Spoken offline by {self.fallback.name}.")
-        return self.fallback.speak(text, language)
+                self._primary_error = str(e)
+                note = f"{e} Spoken offline by {self.fallback.name}."
+        try:
+            speech = self.fallback.speak(text, language)
+        except SpeechError as e:
+            if not self._primary_error:
+                raise
+            raise SpeechError(f"{self._primary_error} {e.message}", e.hint) from e
+        return Speech(speech.audio, speech.format, speech.engine, note) if note else speech
 
 
 def make_speaker(engine: str) -> Speaker | None:

@@ -10,7 +10,6 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
 from importlib.util import find_spec
 from typing import Iterator, Mapping, Sequence
 
@@ -18,7 +17,7 @@ from PIL import Image
 
 from core.conversation import Exchange, Question, build_messages, image_digests, trim
 from core.decoding import WARM_UP_TOKENS, Decoder, Detokenizer, GenerationWorker, Sampling
-from core.engines import ChatModel, GenerationOptions  # noqa: F401  (the protocol this module implements)
+from core.engines import ChatModel, GenerationOptions, TokenCounts  # noqa: F401  (the protocol this module implements)
 from core.errors import GenerationError, ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -26,27 +25,6 @@ logger = logging.getLogger(__name__)
 MIN_REPLY_TOKENS = 32  # a conversation is trimmed until at least this much room is left for the reply
 WARM_UP_IMAGE_SIDE = 336  # pixels; any size works, the processor resizes it
 FINISH_WAIT_S = 5.0  # how long a reader that leaves early waits for the worker to stop
-
-
-class TokenCounts:
-    """Tokens of recent replies as they were generated, for tokens/s: re-tokenizing a reply can
-    count differently (and a server's tokenizer is not at hand). Thread-safe, the newest kept."""
-
-    def __init__(self, size: int = 256):
-        self.size = size
-        self._counts: OrderedDict[str, int] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def remember(self, text: str, tokens: int) -> None:
-        with self._lock:
-            self._counts[text] = tokens
-            self._counts.move_to_end(text)
-            while len(self._counts) > self.size:
-                self._counts.popitem(last=False)
-
-    def get(self, text: str) -> int | None:
-        with self._lock:
-            return self._counts.get(text)
 
 
 class LlavaModel:

@@ -11,11 +11,12 @@ from core.chat_session import ChatSession
 from core.config import Settings
 from core.conversation import Exchange, Notice
 from core.errors import AppError
+from core.markup import safe_markdown, safe_stream
 from core.media import IMAGE_FORMATS
 from core.vlm import GenerationOptions
 from ui import chat_view, speech_queue
 from ui.account import signed_in_settings
-from ui.resources import load_engines
+from ui.resources import engines_for
 
 LANGUAGES = {"en": "English", "fr": "Français", "de": "Deutsch", "es": "Español", "it": "Italiano",
              "pt": "Português", "nl": "Nederlands", "pl": "Polski", "ru": "Русский", "ja": "日本語",
@@ -27,7 +28,7 @@ try:
 except ValueError as e:  # a misspelt engine name in the environment
     st.error(f"Configuration error: {e}. Fix the environment variable and restart the app.")
     st.stop()
-engines, load_notes = load_engines(settings)
+engines, load_notes = engines_for(settings)
 
 if "chat" not in st.session_state or st.session_state.chat.log_dir != settings.log_dir:
     # new here, or signed in as someone else since: never write into another user's folder
@@ -119,7 +120,7 @@ def stream_answer(index: int, timings: dict | None = None) -> None:
                         help="Stop writing and speaking; the reply so far is kept.")
         stream = tokens()
         try:
-            st.write_stream(stream)
+            st.write_stream(safe_stream(stream))
         finally:
             stream.close()  # a rerun (Stop, any click) interrupts here: the partial reply is still logged
         status.empty()
@@ -163,10 +164,14 @@ if not prompt and not session.conversation.items:
 
 if action := state.pop("action", None):  # Regenerate or Resend, clicked in the last run
     kind, index = action
-    question = session.conversation.items[index].question
-    if kind == "edit":
+    if index != last_exchange() or session.conversation.items[index].answer is None:
+        # a button left on an older reply (a question was asked since), or a reply still being written
+        st.toast("That reply is no longer the last one: nothing was changed.", icon=":material/info:")
+    elif kind == "edit":
+        question = session.conversation.items[index].question
         session.edit(index, state.get(f"edit-{index}", "").strip() or question.text)
     else:
+        question = session.conversation.items[index].question
         session.conversation.items[index] = Exchange(question)  # the new answer replaces it in the log
 
 last = last_exchange()
@@ -184,9 +189,9 @@ for index in range(first, len(items)):
     chat_view.draw_question(session, item)
     if item.answer is not None:
         with st.chat_message("assistant"):
-            st.markdown(chat_view.escape(item.answer.text) or "*(no text)*")
+            st.markdown(safe_markdown(chat_view.escape(item.answer.text)) or "*(no text)*")
             chat_view.draw_answer_extras(session, index, item.answer)
-            if index == last:
+            if index == last and not prompt:  # with a new question this one is no longer the last
                 draw_actions(index)
 
 if last is not None and session.conversation.items[last].answer is None:

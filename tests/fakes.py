@@ -7,9 +7,9 @@ import time
 
 import numpy as np
 
+from core.engines import Transcript
 from core.errors import GenerationError, SpeechError
 from core.remote import wav_bytes  # noqa: F401  (tests make WAVs as the app sends them)
-from core.stt import Transcript
 from core.tts import Speech
 
 
@@ -17,6 +17,7 @@ class FakeChatModel:
     """Streams the queued replies word by word; can fail after n chunks."""
 
     name = "fake"
+    note = ""
 
     def __init__(self, *replies: str, delay_s: float = 0.0, fail_after: int | None = None, lock: bool = True):
         self.replies = list(replies)

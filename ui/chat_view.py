@@ -11,6 +11,7 @@ import streamlit as st
 from core.chat_session import ChatSession
 from core.conversation import Answer, Exchange, Notice
 from core.errors import InvalidImage
+from core.markup import safe_markdown
 from core.media import preview
 from core.session_log import media_path
 
@@ -106,7 +107,7 @@ def draw_question(session: ChatSession, exchange: Exchange) -> None:
             draw_image(session.log_dir, question.image, caption="New image")
         if audio := media(session, question.audio):
             st.audio(audio, format="audio/wav")
-        st.markdown(question.text)
+        st.markdown(safe_markdown(question.text))
 
 
 def draw_answer_extras(session: ChatSession, index: int, answer: Answer) -> None:

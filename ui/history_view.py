@@ -9,6 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.history_index import MARK_END, MARK_START, SearchHit, SessionSummary
+from core.markup import safe_markdown
 from core.session_log import LoggedSession
 from ui.chat_view import STAGES, draw_image, draw_note_and_audio, escape, picture, stored
 from ui.chat_view import _preview as _thumbnail  # noqa: F401  (the cache bench/history_bench.py clears)
@@ -58,7 +59,8 @@ def summary_row(log_dir: Path, summary: SessionSummary, on_open) -> None:
             left.image(pictures, width=64)
         else:
             left.markdown(":material/chat:")
-        middle.markdown(f"**{when(summary.created)}** · {escape(summary.first_question[:120]) or '*(no question)*'}")
+        middle.markdown(f"**{when(summary.created)}** · "
+                        f"{safe_markdown(escape(summary.first_question[:120])) or '*(no question)*'}")
         details = [f"{summary.turns} turn{'s' if summary.turns != 1 else ''}", duration(summary.duration_s),
                    summary.model or "unknown model"]
         if summary.errors:
@@ -108,12 +110,12 @@ def _exchange(log_dir: Path, exchange, turn: int) -> None:
             st.audio(audio, format="audio/wav")
         label = "Transcript" if question.source == "voice" else "Typed"
         st.caption(f"Turn {turn + 1} · {label} · {question.language}")
-        st.markdown(escape(question.text))
+        st.markdown(safe_markdown(escape(question.text)))
     if answer is None:
         st.caption("No reply was recorded for this question.")
         return
     with st.chat_message("assistant"):
-        st.markdown(escape(answer.text) or "*(no text)*")
+        st.markdown(safe_markdown(escape(answer.text)) or "*(no text)*")
         draw_note_and_audio(answer, stored(log_dir, answer.audio))
         extras = []
         if answer.feedback is not None:

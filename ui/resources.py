@@ -1,89 +1,81 @@
-"""Models loaded once per process (st.cache_resource) and shared by every browser session.
+"""The engines, loaded once per process (st.cache_resource) and shared by every browser session.
 
-st.cache_resource computes a value under a per-key lock: sessions that start at the same moment
-wait for the one load instead of loading the model again. With OPENAI_BASE_URL set, the chat model
-is a client of that server (no weights here); STT_ENGINE=openai-api does the same for speech.
+What runs where is core.engines.load_engines' business; this module caches its result and draws
+its progress. st.cache_resource computes a value under a per-key lock: sessions that start at the
+same moment wait for the one load instead of loading the model again.
+
+A chat engine that cannot start (a server down, a model that will not load) does not take the
+page with it: the error is shown, typed questions are still taken and logged (their answer says
+why there is none), and the start is tried again after RETRY_AFTER_S, not at every click.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 import streamlit as st
 
 from core.config import Settings
-from core.errors import AppError
-from core.stt import load_transcriber
-from core.tts import make_speaker
-from core.turn import Engines
-from core.vlm import LlavaModel
+from core.engines import Engines, Loaded, load_engines
+from core.errors import AppError, GenerationError
 
 logger = logging.getLogger(__name__)
 
+RETRY_AFTER_S = 30.0  # a failed start is remembered this long before the next try
+
+_failures: dict[Settings, tuple[float, AppError]] = {}  # settings -> (when, why) of the last failed start
+_failures_lock = threading.Lock()
+
+
+class Unavailable:
+    """Stands in for a chat engine that could not start: every reply is this error."""
+
+    lock = None
+    note = ""
+
+    def __init__(self, error: AppError):
+        self.error = error
+        self.name = "unavailable"
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def stream(self, exchanges, images, options, stop=None):
+        raise GenerationError(f"No model can answer: {self.error.message}", self.error.hint or "Try again later.")
+        yield  # a generator, like every engine's stream()
+
 
 @st.cache_resource(show_spinner=False)
-def _chat_model(model_id: str, quant: str, device: str, token_timeout_s: float) -> LlavaModel:
-    return LlavaModel.load(model_id, quant, device, token_timeout_s)
+def _loaded(settings: Settings, _progress) -> Loaded:
+    return load_engines(settings, _progress)
 
 
-@st.cache_resource(show_spinner=False)
-def _remote_chat_model(base_url: str, api_key: str | None, model: str | None, token_timeout_s: float):
-    from core.remote import RemoteChatModel  # the openai SDK is only imported when a server is used
-
-    return RemoteChatModel.connect(base_url, api_key, model, token_timeout_s)
-
-
-@st.cache_resource(show_spinner=False)
-def _transcriber(engine: str, whisper_model: str | None, device: str, base_url: str | None = None,
-                 api_key: str | None = None):
-    return load_transcriber(engine, whisper_model, device, base_url, api_key)
+def _recent_failure(settings: Settings) -> AppError | None:
+    with _failures_lock:
+        when, error = _failures.get(settings, (0.0, None))
+    return error if time.monotonic() - when < RETRY_AFTER_S else None
 
 
-@st.cache_resource(show_spinner=False)
-def _speaker(engine: str):
-    return make_speaker(engine)
-
-
-def load_engines(settings: Settings) -> tuple[Engines, list[str]]:
-    """The shared engines and notes for the user. Stops the page if the chat model cannot load.
-
-    The first session of a process shows a status box while models load; later ones find them
-    in the cache at once.
-    """
-    notes: list[str] = []
+def engines_for(settings: Settings) -> tuple[Engines, list[str]]:
+    """The shared engines and notes for the user. The first session of a process shows a status
+    box while models load; later ones find them in the cache at once."""
+    if error := _recent_failure(settings):
+        st.error(f"{error} (tried again in {RETRY_AFTER_S:.0f} s)", icon=":material/cloud_off:")
+        return Engines(Unavailable(error)), []
     first = "engines_loaded" not in st.session_state
     box = st.status("Loading models (the first start may download them)…", expanded=True) if first else None
     try:
-        if settings.openai_base_url:
-            if box:
-                box.write(f"Chat model: `{settings.llava_remote_model or 'the server’s model'}` at {settings.openai_base_url}")
-            chat = _remote_chat_model(
-                settings.openai_base_url, settings.openai_api_key, settings.llava_remote_model, settings.token_timeout_s
-            )
-        else:
-            if box:
-                box.write(f"Chat model: `{settings.llava_model}`")
-            chat = _chat_model(settings.llava_model, settings.llava_quant, settings.device, settings.token_timeout_s)
-        if chat.note:
-            notes.append(chat.note)
-        transcriber = None
-        if box:
-            box.write(f"Speech recognition: {settings.stt_engine} `{settings.whisper_model or 'default size'}`")
-        try:
-            transcriber, note = _transcriber(
-                settings.stt_engine, settings.whisper_model, settings.device, settings.stt_base_url, settings.stt_api_key
-            )
-            if note:
-                notes.append(note)
-        except AppError as e:  # typed questions still work
-            notes.append(f"Voice input is off: {e}")
-        speaker = _speaker(settings.tts_engine)
+        loaded = _loaded(settings, box.write if box else logger.info)
     except AppError as e:
+        with _failures_lock:
+            _failures[settings] = (time.monotonic(), e)
         if box:
-            box.update(label="A model could not be loaded", state="error", expanded=True)
-        st.error(str(e))
-        st.stop()
+            box.update(label="The chat model could not be started", state="error", expanded=True)
+        st.error(str(e), icon=":material/cloud_off:")
+        return Engines(Unavailable(e)), []
     if box:
         box.update(label="Models ready", state="complete", expanded=False)
         st.session_state.engines_loaded = True
-    return Engines(chat, transcriber, speaker), notes
+    return loaded.engines, loaded.notes

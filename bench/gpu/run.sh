@@ -14,5 +14,5 @@ cp .deb/libpcaudio.so.0 "$lib/"
 [ -e /usr/lib/x86_64-linux-gnu/espeak-ng-data ] || ln -s "$lib/espeak-ng-data" /usr/lib/x86_64-linux-gnu/espeak-ng-data
 export PATH=/tmp/espeak/usr/bin:$PATH LD_LIBRARY_PATH=$lib:${LD_LIBRARY_PATH:-} ESPEAK_DATA_PATH=$lib
 espeak-ng -w /tmp/check.wav "ready" && echo "espeak-ng works"
-export BENCH_AUDIO=.bench-audio PYTHONUNBUFFERED=1
+export BENCH_AUDIO=.bench-audio PYTHONUNBUFFERED=1 TRITON_PRINT_AUTOTUNING=1
 exec python3 bench/gpu_turn.py "$@"

@@ -44,3 +44,17 @@ def test_a_base_url_without_a_scheme_is_refused_by_name():
 def test_every_api_key_is_masked_in_the_display():
     rows = dict(Settings.from_env({"STT_ENGINE": "openai-api", "STT_BASE_URL": "http://x/v1", "STT_API_KEY": "sk-s"}).as_rows())
     assert rows["stt_api_key"] == "set" and "sk-s" not in str(rows)
+
+
+def test_urls_are_shown_without_their_credentials():
+    rows = dict(Settings.from_env({"OPENAI_BASE_URL": "http://user:pa%40ss@gpu:8000/v1", "STT_ENGINE": "openai-api",
+                                   "STT_BASE_URL": "https://tok3n@speech.example/v1?key=k3y"}).as_rows())
+    assert rows["openai_base_url"] == "http://gpu:8000/v1" and rows["stt_base_url"] == "https://speech.example/v1"
+    assert not [value for value in rows.values() if "pa%40ss" in value or "tok3n" in value or "k3y" in value]
+
+
+def test_masked_url_keeps_the_address():
+    from core.config import masked_url
+
+    assert masked_url("http://[::1]:8000/v1/") == "http://[::1]:8000/v1"
+    assert masked_url("http://u:p@host/v1") == masked_url("http://host/v1") == "http://host/v1"

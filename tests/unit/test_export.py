@@ -74,3 +74,22 @@ def test_resume_restores_conversation_and_image_and_keeps_logging(tmp_path, sett
     session.answer(index, Answer("Still a car."))
     exchanges = read_session(log.path).conversation.exchanges
     assert [e.question.text for e in exchanges][-1] == "And now?" and exchanges[-1].answer.text == "Still a car."
+
+
+def test_markdown_export_keeps_no_tag_of_the_text_and_reads_the_same(tmp_path):
+    import html as entities
+    import re
+
+    from markdown_it import MarkdownIt
+
+    attack = '<svg onload="alert(1)"></svg> look <img src="https://tracker.example/q.png">'
+    log = SessionLog.create(tmp_path, model="<b>fake</b>")
+    log.question(0, Question(f"What? {attack}"))
+    log.answer(0, Answer(f"It is ![a chart](https://tracker.example/r.png) {attack}", status="partial",
+                         note="<script>alert(2)</script>"))
+    log.notice(Notice(f"Bad file {attack}"))
+    log.error(f"Server said {attack}", turn=0)
+    html = MarkdownIt("commonmark", {"html": True}).render(session_to_markdown(read_session(log.path), tmp_path))
+    assert set(re.findall(r"<(\w+)", html)) <= {"h1", "h2", "p", "ul", "li", "blockquote", "strong", "em", "a"}
+    shown = entities.unescape(re.sub(r"<[^>]+>", "", html)).replace("\u200b", "")
+    assert shown.count(attack) == 4 and "<script>alert(2)</script>" in shown and "<b>fake</b>" in shown

@@ -142,27 +142,31 @@ def test_stop_event_while_waiting_ends_the_turn_without_asking_the_model(setting
 
 def test_models_load_once_when_many_sessions_start_together(monkeypatch):
     """ui/resources.py relies on st.cache_resource computing a value once under concurrency."""
+    from core import vlm
+    from core.config import Settings
     from ui import resources
 
     loads = []
 
-    def slow_load(model_id, quant="none", device="cpu", token_timeout_s=300.0):
+    def slow_load(model_id, *args, **kwargs):
         loads.append(model_id)
         time.sleep(0.3)
         return FakeChatModel()
 
-    monkeypatch.setattr(resources.LlavaModel, "load", slow_load)
-    resources._chat_model.clear()
+    monkeypatch.setattr(vlm.LlavaModel, "load", slow_load)
+    settings = Settings.from_env({"LLAVA_MODEL": "same-model", "TTS_ENGINE": "none", "STT_ENGINE": "openai-whisper",
+                                  "WHISPER_MODEL": "/nowhere"})
+    resources._loaded.clear()
     start, got = threading.Barrier(SESSIONS), []
 
     def session():
         start.wait()
-        got.append(resources._chat_model("same-model", "none", "cpu", 300.0))
+        got.append(resources._loaded(settings, lambda message: None).engines.chat)
 
     threads = [threading.Thread(target=session) for _ in range(SESSIONS)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
-    resources._chat_model.clear()
+    resources._loaded.clear()
     assert loads == ["same-model"] and len(got) == SESSIONS and all(m is got[0] for m in got)

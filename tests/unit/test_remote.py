@@ -379,17 +379,19 @@ def test_image_question_through_a_turn_sends_the_uploaded_image(serve, settings)
 
 
 def test_the_app_loads_server_engines_when_configured_and_no_local_model(serve, tmp_path, monkeypatch):
+    from core import vlm
     from core.config import Settings
-    from ui import resources
+    from core.engines import load_engines
 
     def no_local_model(*args, **kwargs):
         raise AssertionError("the in-process model must not load when OPENAI_BASE_URL is set")
 
-    monkeypatch.setattr(resources.LlavaModel, "load", no_local_model)
+    monkeypatch.setattr(vlm.LlavaModel, "load", no_local_model)
     server = serve(sse("x"), models=[MODEL, "openai/whisper-large-v3-turbo"])
     settings = Settings.from_env({"OPENAI_BASE_URL": server.base_url, "LLAVA_REMOTE_MODEL": MODEL, "STT_ENGINE": "openai-api",
                                   "TTS_ENGINE": "none", "LOG_DIR": str(tmp_path)})
-    engines, notes = resources.load_engines(settings)
+    loaded = load_engines(settings)
+    engines, notes = loaded.engines, loaded.notes
     assert isinstance(engines.chat, RemoteChatModel) and engines.chat.model == MODEL and engines.chat.lock is None
     assert isinstance(engines.transcriber, RemoteTranscriber) and engines.transcriber.model == "openai/whisper-large-v3-turbo"
     assert notes == []

@@ -78,3 +78,20 @@ def test_gtts_http_429_falls_back_for_the_rest_of_the_reply_and_says_so_once(mon
     assert tried >= 1 and "429" in first.note and second.note == third.note == ""
     assert first.engine == fallback.name and [t for t, _ in fallback.said] == ["One.", "Two.", "Three."]
     assert len(sent) == tried  # the rest of the reply did not wait for gTTS again
+
+
+def test_when_both_engines_fail_the_error_holds_both_reasons_once_and_is_the_same_each_sentence():
+    class NoEspeak:
+        name = "espeak-ng"
+
+        def speak(self, text, language="en"):
+            raise SpeechError("espeak-ng is not installed (apt-get install espeak-ng).")
+
+    speaker = FallbackSpeaker(Flaky(), NoEspeak())
+    errors = []
+    for sentence in ("One.", "Two.", "Three."):
+        with pytest.raises(SpeechError) as failed:
+            speaker.speak(sentence, "en")
+        errors.append(str(failed.value))
+    assert errors[0].count("429") == 1 and errors[0].count("espeak-ng is not installed") == 1
+    assert len(set(errors)) == 1  # what the turn needs to say it once
