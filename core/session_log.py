@@ -55,10 +55,18 @@ def session_path(log_dir: Path, session_id: str) -> Path:
     return path
 
 
-def user_log_dir(log_dir: Path, identity: str) -> Path:
+def user_log_dir(log_dir: Path, identity: str, by: str = "sub") -> Path:
     """The folder of one signed-in user's sessions: LOG_DIR/users/<hash of their identity>.
-    Hashed, so that no name or address from the identity provider ever becomes a path."""
-    return Path(log_dir) / "users" / hashlib.sha256(identity.encode()).hexdigest()[:24]
+    Hashed, so that no name or address from the identity provider ever becomes a path.
+
+    by: what identity holds after the issuer: "sub" (the provider's user id; the folder name is the
+    bare hash, as it always was) or "email" (a provider that gives no sub): those folders are
+    named "email-<hash>", so that an email never leads to the folder of a user whose sub is the
+    same text."""
+    if by not in ("sub", "email"):
+        raise ValueError(f"unknown kind of identity: {by!r}")
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
+    return Path(log_dir) / "users" / (digest if by == "sub" else f"{by}-{digest}")
 
 
 def _inside(log_dir: Path, path: Path) -> None:

@@ -152,3 +152,16 @@ def test_delete_removes_media_no_session_refers_to_and_keeps_the_rest(tmp_path):
     assert removed[0] == gone.path and media_path(tmp_path, "b" * 32) is None
     assert media_path(tmp_path, "a" * 32) and media_path(tmp_path, "c" * 32)  # referenced; too recent
     assert index.count() == 1
+
+
+def test_highlighting_is_linear_and_bounded():
+    from ui.history_view import HIGHLIGHT_CHARS, highlighted
+
+    marked = highlighted("\x02red\x03 car " * 10)
+    assert marked.count(":orange-background[red]") == 10
+    unclosed = "\x02a" * 200_000  # marks that never close: the old pattern scanned to the end from each
+    start = time.perf_counter()
+    out = highlighted(unclosed)
+    assert time.perf_counter() - start < 0.5 and len(out) < 3 * HIGHLIGHT_CHARS and "\x02" not in out
+    huge_word = highlighted("\x02" + "x" * 5_000_000 + "\x03")  # one "word" of 5 MB
+    assert len(huge_word) < 3 * HIGHLIGHT_CHARS
