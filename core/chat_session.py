@@ -12,7 +12,12 @@ from core.config import Settings
 from core.conversation import Answer, Conversation, Exchange, Notice, Question, image_digests
 from core.errors import InvalidImage
 from core.media import ImageInput, load_image
-from core.session_log import SessionLog, media_path, read_session, save_media, session_path
+from core.session_log import LogFolderError, SessionLog, Turn, media_path, read_session, save_media, session_path
+
+# The longest question kept, in characters (the chat box takes no more: pages/chat.py). Longer text
+# reaching a session some other way is cut, with a notice: beyond this the index, the search
+# snippets and the model's context gain nothing but cost time.
+MAX_QUESTION_CHARS = 20_000
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +33,7 @@ class ChatSession:
         self.images: dict[str, Image.Image] = {}  # digest -> the normalised image (previews come from its file)
         self.pending_image: str | None = None  # set from the sidebar, taken by the next question
         self._log: SessionLog | None = None
+        self._turns: dict[int, Turn] = {}  # item index -> its number in the log, for questions asked here
 
     @classmethod
     def resume(cls, settings: Settings, session_id: str) -> "ChatSession":
@@ -57,6 +63,15 @@ class ChatSession:
         return self._log
 
     @property
+    def save_problem(self) -> LogFolderError | None:
+        """Why the log is not being written right now (what was said waits in memory); None when saved."""
+        if self._log is None:
+            return None
+        if self._log.problem is not None:
+            self._log.flush()  # the folder may be back: write what waits
+        return self._log.problem
+
+    @property
     def session_id(self) -> str | None:
         return self._log.session_id if self._log else None
 
@@ -80,22 +95,27 @@ class ChatSession:
 
     def ask(self, question: Question) -> int:
         """Record a question; it takes the pending image, if any. Returns the item index."""
+        if len(question.text) > MAX_QUESTION_CHARS:
+            self.notify(Notice(f"Your question was {len(question.text):,} characters long; only its first "
+                               f"{MAX_QUESTION_CHARS:,} are kept and answered.", level="warning"))
+            question = replace(question, text=question.text[:MAX_QUESTION_CHARS])
         if self.pending_image:
             question = replace(question, image=self.pending_image)
             self.pending_image = None
         index = self.conversation.ask(question)
-        self.log.question(self.turn_number(index), question)
+        turn = self._turns[index] = Turn()  # numbered by the log: another tab may be writing it too
+        self.log.question(turn, question)
         return index
 
     def edit(self, index: int, text: str) -> None:
         """Replace the text of a question; its answer is dropped (to be generated again)."""
         question = replace(self.conversation.items[index].question, text=text)
         self.conversation.items[index] = Exchange(question)
-        self.log.question(self.turn_number(index), question)
+        self.log.question(self._turn(index), question)
 
     def answer(self, index: int, answer: Answer) -> None:
         self.conversation.answer(index, answer)
-        self.log.answer(self.turn_number(index), answer)
+        self.log.answer(self._turn(index), answer)
 
     def notify(self, notice: Notice) -> None:
         self.conversation.notify(notice)
@@ -103,8 +123,15 @@ class ChatSession:
 
     def feedback(self, index: int, score: int | None) -> None:
         self.conversation.set_feedback(index, score)
-        self.log.feedback(self.turn_number(index), score)
+        self.log.feedback(self._turn(index), score)
 
     def turn_number(self, index: int) -> int:
-        """The exchange number (0, 1, ...) of the item at index."""
+        """The exchange number (0, 1, ...) of the item at index, as the log has it."""
+        turn = self._turns.get(index)
+        if turn is not None and turn.number is not None:
+            return turn.number
         return sum(isinstance(item, Exchange) for item in self.conversation.items[:index])
+
+    def _turn(self, index: int) -> Turn:
+        """The log's number of the exchange at index (given when its question is written)."""
+        return self._turns.get(index) or Turn(self.turn_number(index))

@@ -3,21 +3,44 @@
 The log files stay the source of truth. The index (LOG_DIR/index.sqlite3) only holds what the
 History page lists and searches, and sync() brings it up to date by comparing each file's size
 and modification time with what was indexed: new and changed files are read again, rows of
-deleted files are dropped. Deleting the index file is always safe; the next sync rebuilds it.
+deleted files are dropped. Deleting the index file is always safe; the next sync rebuilds it, and
+so does any use of an index found damaged (random bytes, a file cut short).
+
+Each turn's question and reply are indexed up to MAX_INDEXED_CHARS: FTS5's snippet() costs more
+than linearly in the length of the text it cuts from (0.5 MB: over a minute), and a search must
+stay quick whatever was logged.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
+import threading
+import time
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
-from core.session_log import LoggedSession, media_path, read_session, scan_sessions, session_path
+from core.session_log import (
+    DIGEST,
+    LoggedSession,
+    folder_problem,
+    media_path,
+    read_session,
+    scan_sessions,
+    session_path,
+)
 
-SCHEMA_VERSION = "3"
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MAX_INDEXED_CHARS = 20_000  # of each question and reply: searched, and what snippets are cut from
+FIRST_QUESTION_CHARS = 300  # of a session's first question, for its row in the list
+ORPHAN_MEDIA_AGE_S = 24 * 3600  # a media file no session refers to is removed once this old
+SCHEMA_VERSION = "4"
 SCHEMA = [
     """CREATE TABLE sessions (
         id TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, created TEXT, first_question TEXT,
@@ -68,6 +91,7 @@ class SyncResult:
     added: int = 0
     updated: int = 0
     removed: int = 0
+    unread: int = 0  # changed files that could not be read this time
 
 
 def fts_query(text: str, prefix: bool = True) -> str | None:
@@ -85,63 +109,116 @@ class HistoryIndex:
         self.path = self.log_dir / "index.sqlite3"
 
     def _connect(self) -> sqlite3.Connection:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # transactions are explicit
-        db.execute("PRAGMA journal_mode = WAL")  # readers never wait for a sync in another session
-        if _schema(db) != SCHEMA_VERSION:  # new, or made by another version: rebuilt from the logs
-            with _transaction(db):
-                if _schema(db) != SCHEMA_VERSION:  # another session may have just done it
-                    tables = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-                    for (table,) in tables:
-                        if not table.startswith("turn_text_"):  # FTS shadow tables go with their table
-                            db.execute(f'DROP TABLE IF EXISTS "{table}"')
-                    for statement in SCHEMA:
-                        db.execute(statement)
-                    db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # transactions are explicit
+        except OSError as e:
+            raise folder_problem(self.log_dir, e) from e
+        except sqlite3.OperationalError as e:  # cannot open the file
+            raise folder_problem(self.log_dir, OSError(str(e))) from e
+        try:
+            db.execute("PRAGMA busy_timeout = 30000")  # concurrent syncs wait for each other
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":  # switching needs the file alone
+                db.execute("PRAGMA journal_mode = WAL")  # readers never wait for a sync in another session
+            if _schema(db) != SCHEMA_VERSION:  # new, or made by another version: rebuilt from the logs
+                with _transaction(db):
+                    if _schema(db) != SCHEMA_VERSION:  # another session may have just done it
+                        tables = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+                        for (table,) in tables:
+                            if not table.startswith("turn_text_"):  # FTS shadow tables go with their table
+                                db.execute(f'DROP TABLE IF EXISTS "{table}"')
+                        for statement in SCHEMA:
+                            db.execute(statement)
+                        db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        except BaseException:
+            db.close()
+            raise
         return db
+
+    def _run(self, work: Callable[[sqlite3.Connection], T], resync: bool = True) -> T:
+        """work(db) on a fresh connection. A damaged index is rebuilt from the logs (synced again
+        unless resync is off, for sync itself) and the work done once more."""
+        opened = self._identity()
+        try:
+            with closing(self._connect()) as db:
+                return work(db)
+        except sqlite3.DatabaseError as e:
+            if not _damaged(e):
+                if _cannot_write(e):
+                    raise folder_problem(self.log_dir, OSError(str(e))) from e
+                raise
+            self._discard(opened, e)
+        if resync:
+            self.sync()
+        with closing(self._connect()) as db:
+            return work(db)
+
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return stat.st_dev, stat.st_ino
+
+    def _discard(self, opened: tuple[int, int] | None, error: sqlite3.DatabaseError) -> None:
+        """Remove the damaged index file, unless another thread has already put a new one there."""
+        with _discard_lock:
+            if self._identity() != opened:
+                return
+            logger.warning("the history index %s is damaged (%s); rebuilding it from the logs", self.path, error)
+            for suffix in ("", "-wal", "-shm"):
+                try:
+                    self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+                except OSError as e:
+                    raise folder_problem(self.log_dir, e) from e
 
     def sync(self) -> SyncResult:
         """Index new and changed log files and forget deleted ones."""
         on_disk = {}
-        for entry in scan_sessions(self.log_dir):
-            stat = entry.stat(follow_symlinks=False)
-            on_disk[entry.name[:-6]] = (stat.st_mtime_ns, stat.st_size, entry.path)  # a Path only when read
-        with closing(self._connect()) as db:
-            indexed = {row[0]: (row[1], row[2]) for row in db.execute("SELECT id, mtime_ns, size FROM sessions")}
-            removed = indexed.keys() - on_disk.keys()
-            changed = [sid for sid, (mtime, size, _) in on_disk.items() if indexed.get(sid) != (mtime, size)]
-            with _transaction(db):
+        try:
+            for entry in scan_sessions(self.log_dir):
+                stat = entry.stat(follow_symlinks=False)
+                on_disk[entry.name[:-6]] = (stat.st_mtime_ns, stat.st_size, entry.path)  # a Path only when read
+        except OSError as e:
+            raise folder_problem(self.log_dir, e) from e
+
+        def work(db: sqlite3.Connection) -> SyncResult:
+            with _transaction(db):  # what is indexed is read in the write transaction: no other sync interleaves
+                indexed = {row[0]: (row[1], row[2]) for row in db.execute("SELECT id, mtime_ns, size FROM sessions")}
+                removed = indexed.keys() - on_disk.keys()
+                changed = [sid for sid, (mtime, size, _) in on_disk.items() if indexed.get(sid) != (mtime, size)]
                 for session_id in removed:
                     _forget(db, session_id)
+                unread = 0
                 for session_id in sorted(changed):  # oldest first: newer turns get higher row ids
                     mtime, size, path = on_disk[session_id]
                     try:
                         logged = read_session(path)
                     except OSError:
+                        unread += 1
                         continue  # deleted or unreadable since the scan: the next sync sees it
                     if session_id in indexed:
                         _forget(db, session_id)
                     _insert(db, session_id, mtime, size, logged)
-        added = sum(1 for sid in changed if sid not in indexed)
-        return SyncResult(added=added, updated=len(changed) - added, removed=len(removed))
+            added = sum(1 for sid in changed if sid not in indexed)
+            return SyncResult(added=added, updated=len(changed) - added, removed=len(removed), unread=unread)
+
+        return self._run(work, resync=False)
 
     def count(self) -> int:
-        with closing(self._connect()) as db:
-            return db.execute("SELECT count(*) FROM sessions").fetchone()[0]
+        return self._run(lambda db: db.execute("SELECT count(*) FROM sessions").fetchone()[0])
 
     def page(self, offset: int = 0, limit: int = 20) -> list[SessionSummary]:
         """Sessions newest first (ids begin with their UTC start time)."""
-        with closing(self._connect()) as db:
-            rows = db.execute(
-                "SELECT id, created, first_question, turns, duration_s, model, images, errors, notes "
-                "FROM sessions ORDER BY id DESC LIMIT ? OFFSET ?", (limit, offset)).fetchall()
+        rows = self._run(lambda db: db.execute(
+            "SELECT id, created, first_question, turns, duration_s, model, images, errors, notes "
+            "FROM sessions ORDER BY id DESC LIMIT ? OFFSET ?", (limit, offset)).fetchall())
         return [_summary(row) for row in rows]
 
     def get(self, session_id: str) -> SessionSummary | None:
-        with closing(self._connect()) as db:
-            row = db.execute(
-                "SELECT id, created, first_question, turns, duration_s, model, images, errors, notes "
-                "FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        row = self._run(lambda db: db.execute(
+            "SELECT id, created, first_question, turns, duration_s, model, images, errors, notes "
+            "FROM sessions WHERE id = ?", (session_id,)).fetchone())
         return _summary(row) if row else None
 
     def search(self, text: str, limit: int = 50) -> list[SearchHit]:
@@ -151,19 +228,25 @@ class HistoryIndex:
         exact = fts_query(text, prefix=False)
         if exact is None:
             return []
-        with closing(self._connect()) as db:
+
+        def work(db: sqlite3.Connection) -> list[tuple]:
             rows = _matches(db, exact, limit)
             if len(rows) < limit:  # the last word may be cut short ("crim" for crimson): widen
                 rows = _matches(db, fts_query(text, prefix=True), limit)
+            return rows
+
+        rows = self._run(work)
         return [SearchHit(sid, int(turn), question, answer, created) for sid, turn, question, answer, created in rows]
 
     def delete(self, session_id: str) -> list[Path]:
-        """Delete a session: its log, the media files no other session uses, its index rows.
-        Returns the files removed."""
+        """Delete a session: its log, the media files no other session uses, its index rows; and
+        media files that no session refers to (see remove_unreferenced_media). Returns the files
+        removed, the log first."""
         path = session_path(self.log_dir, session_id)  # refuses anything that is not a session id
-        self.sync()  # media references of every other session must be current
-        removed = []
-        with closing(self._connect()) as db:
+        complete = self.sync().unread == 0  # media references of every other session must be current
+
+        def work(db: sqlite3.Connection) -> list[Path]:
+            removed = []
             with _transaction(db):
                 own = {d for (d,) in db.execute("SELECT digest FROM media WHERE session_id = ?", (session_id,))}
                 shared = {d for (d,) in db.execute(
@@ -177,6 +260,36 @@ class HistoryIndex:
                         file.unlink(missing_ok=True)
                         removed.append(file)
                 _forget(db, session_id)
+            return removed
+
+        try:
+            removed = self._run(work)
+        except OSError as e:
+            raise folder_problem(self.log_dir, e) from e
+        if complete:  # every log was read: what none refers to is known
+            removed += self.remove_unreferenced_media()
+        return removed
+
+    def remove_unreferenced_media(self, min_age_s: float = ORPHAN_MEDIA_AGE_S) -> list[Path]:
+        """Remove media files that no indexed session refers to and that are older than min_age_s
+        (a recording whose transcript came out empty; younger ones may belong to a turn still
+        being written). Call right after a sync that read every log. Returns the files removed."""
+        folder = self.log_dir / "media"
+        if not folder.is_dir() or folder.is_symlink():
+            return []
+        referenced = self._run(lambda db: {d for (d,) in db.execute("SELECT DISTINCT digest FROM media")})
+        cutoff = time.time() - min_age_s
+        removed = []
+        for file in folder.iterdir():
+            digest = file.name.split(".", 1)[0]
+            if file.name.endswith(".tmp") or not DIGEST.match(digest) or digest in referenced:
+                continue
+            try:
+                if file.is_file() and not file.is_symlink() and file.stat().st_mtime < cutoff:
+                    file.unlink()
+                    removed.append(file)
+            except OSError as e:
+                logger.warning("could not remove unreferenced media file %s: %s", file, e)
         return removed
 
 
@@ -211,6 +324,22 @@ def _transaction(db: sqlite3.Connection):
     db.execute("COMMIT")
 
 
+def _damaged(error: sqlite3.DatabaseError) -> bool:
+    """A damaged database file (not a busy one, nor a constraint)."""
+    name = getattr(error, "sqlite_errorname", "") or ""
+    if name:
+        return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+    return any(words in str(error) for words in ("malformed", "not a database"))
+
+
+def _cannot_write(error: sqlite3.DatabaseError) -> bool:
+    name = getattr(error, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_FULL"))
+
+
+_discard_lock = threading.Lock()  # one thread at a time decides that an index is damaged
+
+
 def _forget(db: sqlite3.Connection, session_id: str) -> None:
     for table, column in (("sessions", "id"), ("media", "session_id"), ("turns", "session_id")):
         db.execute(f"DELETE FROM {table} WHERE {column} = ?", (session_id,))
@@ -222,13 +351,14 @@ def _insert(db: sqlite3.Connection, session_id: str, mtime: int, size: int, logg
     db.execute(
         "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (session_id, mtime, size, logged.created or _created_from_id(session_id),
-         exchanges[0].question.text if exchanges else "", len(exchanges), logged.duration_s,
+         exchanges[0].question.text[:FIRST_QUESTION_CHARS] if exchanges else "", len(exchanges), logged.duration_s,
          str(logged.header.get("model", "")), json.dumps(list(dict.fromkeys(images))), len(logged.errors),
          len(logged.notes)))
     db.executemany("INSERT INTO media VALUES (?, ?)", [(session_id, d) for d in logged.media()])
     db.executemany(
         "INSERT INTO turns (session_id, turn, question, answer) VALUES (?, ?, ?, ?)",
-        [(session_id, turn, e.question.text, e.answer.text if e.answer else "") for turn, e in enumerate(exchanges)])
+        [(session_id, turn, e.question.text[:MAX_INDEXED_CHARS], e.answer.text[:MAX_INDEXED_CHARS] if e.answer else "")
+         for turn, e in enumerate(exchanges)])
 
 
 def _created_from_id(session_id: str) -> str:

@@ -10,17 +10,20 @@ the last line half written), reporting them in LoggedSession.notes.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
 import secrets
+import threading
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from core.conversation import Answer, Conversation, Exchange, Notice, Question
+from core.errors import AppError
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +31,10 @@ FORMAT_VERSION = 2
 SESSION_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
 DIGEST = re.compile(r"^[0-9a-f]{16,64}$")
 EXTENSION = re.compile(r"^[a-z0-9]{1,5}$")
+UNSAVED_MEDIA_BYTES = 256 * 1024 * 1024  # media held in memory while the log folder cannot be written
+
+_unsaved_media: dict[Path, bytes] = {}  # path it belongs at -> bytes, for every log folder of the process
+_unsaved_lock = threading.Lock()
 
 
 def new_session_id() -> str:
@@ -48,10 +55,18 @@ def session_path(log_dir: Path, session_id: str) -> Path:
     return path
 
 
-def user_log_dir(log_dir: Path, identity: str) -> Path:
+def user_log_dir(log_dir: Path, identity: str, by: str = "sub") -> Path:
     """The folder of one signed-in user's sessions: LOG_DIR/users/<hash of their identity>.
-    Hashed, so that no name or address from the identity provider ever becomes a path."""
-    return Path(log_dir) / "users" / hashlib.sha256(identity.encode()).hexdigest()[:24]
+    Hashed, so that no name or address from the identity provider ever becomes a path.
+
+    by: what identity holds after the issuer: "sub" (the provider's user id; the folder name is the
+    bare hash, as it always was) or "email" (a provider that gives no sub): those folders are
+    named "email-<hash>", so that an email never leads to the folder of a user whose sub is the
+    same text."""
+    if by not in ("sub", "email"):
+        raise ValueError(f"unknown kind of identity: {by!r}")
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
+    return Path(log_dir) / "users" / (digest if by == "sub" else f"{by}-{digest}")
 
 
 def _inside(log_dir: Path, path: Path) -> None:
@@ -60,16 +75,48 @@ def _inside(log_dir: Path, path: Path) -> None:
 
 
 def save_media(log_dir: Path, data: bytes, digest: str, extension: str) -> Path:
-    """Store a media file once under its content hash (atomic: written aside, then renamed)."""
+    """Store a media file once under its content hash (atomic: written aside, then renamed).
+    When the log folder cannot be written, the file is kept in memory (up to UNSAVED_MEDIA_BYTES)
+    and written by the next SessionLog write that succeeds: the chat goes on either way."""
     if not DIGEST.match(digest) or not EXTENSION.match(extension):
         raise ValueError(f"bad media name {digest!r}.{extension!r}")
     path = Path(log_dir) / "media" / f"{digest}.{extension}"
+    try:
+        _write_media(path, data)
+    except OSError as e:
+        with _unsaved_lock:
+            held = sum(len(d) for d in _unsaved_media.values())
+            if path not in _unsaved_media and held + len(data) <= UNSAVED_MEDIA_BYTES:
+                _unsaved_media[path] = data
+                logger.warning("media file %s not saved (%s); kept in memory until the folder can be written", path, e)
+            elif path not in _unsaved_media:
+                logger.error("media file %s not saved (%s) and dropped: %d bytes already wait", path, e, held)
+    return path
+
+
+def _write_media(path: Path, data: bytes) -> None:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)
-    return path
+
+
+def save_unsaved_media(log_dir: Path) -> int:
+    """Write the media files of log_dir that save_media had to keep in memory; returns how many
+    are still waiting (their folder still cannot be written)."""
+    root = Path(log_dir)
+    with _unsaved_lock:
+        waiting = [(p, d) for p, d in _unsaved_media.items() if p.parent.parent == root]
+    for path, data in waiting:
+        try:
+            _write_media(path, data)
+        except OSError:
+            continue
+        with _unsaved_lock:
+            _unsaved_media.pop(path, None)
+    with _unsaved_lock:
+        return sum(1 for p in _unsaved_media if p.parent.parent == root)
 
 
 def media_path(log_dir: Path, digest: str | None) -> Path | None:
@@ -82,59 +129,208 @@ def media_path(log_dir: Path, digest: str | None) -> Path | None:
     return None
 
 
+class LogFolderError(AppError):
+    """The log folder cannot be read or written (a file in its place, no permission, removed)."""
+
+
+def folder_problem(log_dir: Path, error: OSError) -> LogFolderError:
+    """What went wrong with the log folder, said so that the user can fix it."""
+    log_dir = Path(log_dir)
+    blocker = next((p for p in (log_dir, *log_dir.parents) if p.exists() or p.is_symlink()), None)
+    if blocker is not None and not blocker.is_dir():
+        return LogFolderError(f"{blocker} is a file, where the log folder should be.",
+                              "Move that file away, or set LOG_DIR to a folder the app can write to.")
+    if isinstance(error, PermissionError):
+        return LogFolderError(f"The log folder {log_dir} cannot be written or read (permission denied).",
+                              "Give the app's user write access to it, or set LOG_DIR to another folder.")
+    return LogFolderError(f"The log folder {log_dir} cannot be used ({error.strerror or error}).",
+                          "Check that its disk is mounted and has space, or set LOG_DIR to another folder.")
+
+
+class Turn:
+    """The number of a new exchange, given when its question is written to the log: the next after
+    the highest the file holds, read under a lock, so that two tabs continuing one session never
+    write the same number (the second question would read as an edit of the first)."""
+
+    __slots__ = ("number",)
+
+    def __init__(self, number: int | None = None):
+        self.number = number  # None until the question is in the file
+
+
 class SessionLog:
-    """Appends the records of one session; every write is a whole line, flushed and synced."""
+    """Appends the records of one session; every write is whole lines, flushed and synced.
+
+    Nothing is lost when the folder cannot be written (removed, a file in its place, no
+    permission): records wait in memory, in order, and the next write that works saves them, the
+    folder re-created if needed; `problem` says what is wrong meanwhile. The object keeps the lines
+    the file holds, so that a log removed with its folder is written again whole. Appends take an
+    exclusive lock (flock) on the file, and lines that another writer (a second tab continuing the
+    session) added are read first.
+    """
 
     def __init__(self, log_dir: Path, session_id: str, durable: bool = True):
         self.log_dir = Path(log_dir)
         self.session_id = session_id
         self.path = session_path(self.log_dir, session_id)
         self.durable = durable  # fsync each record (off only for synthetic logs in benchmarks)
+        self.problem: LogFolderError | None = None  # why the last write failed; None once one works
+        self._saved: list[str] = []  # the lines the file holds, as far as this object knows
+        self._pending: list[dict] = []  # records not written yet, in order
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file when last written
+        self._size = 0  # its size then
+        self._last_turn = -1  # highest question turn in the file
+        if self.path.is_file():  # a session continued: its lines are known from the start
+            try:
+                with open(self.path, "rb") as f:
+                    self._take_tail(f, 0)
+            except OSError as e:
+                logger.warning("cannot read %s: %s", self.path, e)
 
     @classmethod
     def create(cls, log_dir: Path, durable: bool = True, **meta) -> "SessionLog":
         while True:
             log = cls(log_dir, new_session_id(), durable)
-            log.path.parent.mkdir(parents=True, exist_ok=True)
             try:
+                log.path.parent.mkdir(parents=True, exist_ok=True)
                 open(log.path, "x").close()  # claim the id: two sessions in one second never share a file
             except FileExistsError:
-                continue
+                if log.path.parent.is_dir():
+                    continue
+            except OSError:
+                pass  # the folder cannot be written: the header waits in memory with the rest
             log.append({"type": "session", "v": FORMAT_VERSION, "id": log.session_id, "created": now(), **meta})
             return log
 
-    def append(self, record: dict) -> None:
-        line = json.dumps({**record, "ts": record.get("ts", now())}, ensure_ascii=False)
-        with open(self.path, "a", encoding="utf-8") as f:
-            if f.tell() > 0 and not _ends_with_newline(self.path):
-                f.write("\n")  # a crash left a half line: never glue a record onto it
-            f.write(line + "\n")
-            if self.durable:
-                f.flush()
-                os.fsync(f.fileno())
+    @property
+    def waiting(self) -> int:
+        """Records not yet in the file."""
+        return len(self._pending)
 
-    def question(self, turn: int, question: Question) -> None:
+    def append(self, record: dict) -> None:
+        self._pending.append({**record, "ts": record.get("ts", now())})
+        self.flush()
+
+    def flush(self) -> bool:
+        """Write the waiting records; True when none is left waiting."""
+        if not self._pending:
+            return True
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)  # removed mid-session: made again
+            with open(self.path, "a+b") as f:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # released when the file is closed
+                self._catch_up(f)
+                lines, assigned, last_turn = self._lines_to_write()
+                data = "".join(line + "\n" for line in lines).encode()
+                if self._size and not self._saved_ends_with_newline(f):
+                    data = b"\n" + data  # a crash left a half line: never glue a record onto it
+                f.write(data)
+                f.flush()
+                if self.durable:
+                    os.fsync(f.fileno())
+                stat = os.fstat(f.fileno())
+        except OSError as e:
+            if self.problem is None:
+                logger.warning("session %s: %d record(s) wait in memory: %s", self.session_id, len(self._pending), e)
+            self.problem = folder_problem(self.log_dir, e)
+            return False
+        for turn, number in assigned.items():
+            turn.number = number
+        self._saved.extend(lines)
+        self._pending.clear()
+        self._last_turn = last_turn
+        self._file, self._size = (stat.st_dev, stat.st_ino), stat.st_size
+        if self.problem is not None:
+            logger.info("session %s: saving works again; the waiting records are in %s", self.session_id, self.path)
+        self.problem = None
+        save_unsaved_media(self.log_dir)
+        return True
+
+    def _catch_up(self, f) -> None:
+        """Bring what this object knows in step with the file (held under the lock)."""
+        stat = os.fstat(f.fileno())
+        if self._file is None and not self._saved:  # never written by this object, nothing known
+            self._take_tail(f, 0)
+        elif (stat.st_dev, stat.st_ino) != self._file or stat.st_size < self._size:
+            # the file was removed (maybe with its folder) or replaced: read what it holds now and
+            # write again the known lines it lacks, before the waiting ones
+            known = self._saved
+            self._saved, self._last_turn = [], -1
+            self._take_tail(f, 0)
+            present = set(self._saved)
+            self._pending[:0] = [_Line(line) for line in known if line not in present]
+            if self._pending and known:
+                logger.warning("%s was removed or replaced; writing its %d known line(s) again", self.path, len(known))
+        elif stat.st_size > self._size:  # another writer appended
+            self._take_tail(f, self._size)
+
+    def _take_tail(self, f, offset: int) -> None:
+        f.seek(offset)
+        data = f.read()
+        self._size = offset + len(data)
+        stat = os.fstat(f.fileno())
+        self._file = (stat.st_dev, stat.st_ino)
+        for line in data.decode("utf-8", errors="replace").split("\n"):
+            if line.strip():
+                self._saved.append(line)
+                self._last_turn = max(self._last_turn, _question_turn(line))
+
+    def _saved_ends_with_newline(self, f) -> bool:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+    def _lines_to_write(self) -> tuple[list[str], dict[Turn, int], int]:
+        """The waiting records as lines; new turns numbered after the highest in the file."""
+        lines, assigned, last = [], {}, self._last_turn
+        for record in self._pending:
+            if isinstance(record, _Line):
+                lines.append(record)
+                last = max(last, _question_turn(record))
+                continue
+            turn = record.get("turn")
+            if isinstance(turn, Turn):
+                if turn.number is None and turn not in assigned:
+                    assigned[turn] = last + 1
+                number = assigned.get(turn, turn.number)
+                record = {**record, "turn": number}
+            if record.get("type") == "question" and isinstance(record.get("turn"), int):
+                last = max(last, record["turn"])
+            lines.append(json.dumps(record, ensure_ascii=False))
+        return lines, assigned, last
+
+    def question(self, turn: int | Turn, question: Question) -> None:
         self.append({"type": "question", "turn": turn, **asdict(question)})
 
-    def answer(self, turn: int, answer: Answer) -> None:
+    def answer(self, turn: int | Turn, answer: Answer) -> None:
         record = asdict(answer)
         record.pop("feedback")
         self.append({"type": "answer", "turn": turn, **record})
 
-    def feedback(self, turn: int, score: int | None) -> None:
+    def feedback(self, turn: int | Turn, score: int | None) -> None:
         self.append({"type": "feedback", "turn": turn, "score": score})
 
     def notice(self, notice: Notice) -> None:
         self.append({"type": "notice", **asdict(notice)})
 
-    def error(self, message: str, turn: int | None = None, detail: str = "") -> None:
+    def error(self, message: str, turn: int | Turn | None = None, detail: str = "") -> None:
         self.append({"type": "error", "turn": turn, "message": message, "detail": detail})
 
 
-def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) == b"\n"
+def _question_turn(line: str) -> int:
+    """The turn number of a logged question line; -1 for any other line."""
+    if '"question"' not in line:
+        return -1
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return -1
+    if isinstance(record, dict) and record.get("type") == "question" and isinstance(record.get("turn"), int):
+        return record["turn"]
+    return -1
+
+
+class _Line(str):
+    """A line already written once, waiting to be written again (its file was removed)."""
 
 
 @dataclass

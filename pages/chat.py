@@ -7,7 +7,7 @@ import threading
 import streamlit as st
 
 from core import turn
-from core.chat_session import ChatSession
+from core.chat_session import MAX_QUESTION_CHARS, ChatSession
 from core.config import Settings
 from core.conversation import Exchange, Notice
 from core.errors import AppError
@@ -157,6 +157,7 @@ prompt = st.chat_input(
     file_type=IMAGE_TYPES,
     accept_audio=True,
     audio_sample_rate=16000,
+    max_chars=MAX_QUESTION_CHARS,  # 20,000 characters: longer questions cannot be typed (nor indexed quickly)
 )
 if not prompt and not session.conversation.items:
     st.markdown("### Talk with a picture\nDrop an image in the sidebar or the chat box, then ask about it by typing "
@@ -218,3 +219,7 @@ if (last := last_exchange()) is not None and (answer := session.conversation.ite
         chat_view.draw_timings(answer.timings)
 else:
     timings_box.caption("No turn yet.")
+
+if problem := session.save_problem:  # the chat goes on; what was said waits in memory until it can be saved
+    st.warning(f"This conversation is not being saved: {problem.message} {problem.hint} "
+               "Nothing is lost meanwhile: it is written as soon as the folder can be used.", icon=":material/save:")

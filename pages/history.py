@@ -14,7 +14,7 @@ from core.config import Settings
 from core.errors import AppError
 from core.export import export_zip, session_to_json, session_to_markdown
 from core.history_index import HistoryIndex
-from core.session_log import SESSION_ID, read_session, session_path
+from core.session_log import SESSION_ID, LogFolderError, folder_problem, read_session, session_path
 from ui import history_view
 from ui.account import signed_in_settings
 
@@ -27,7 +27,10 @@ except ValueError as e:
     st.stop()
 state = st.session_state
 index = HistoryIndex(settings.log_dir)
-index.sync()
+
+
+def folder_error(problem: LogFolderError) -> None:
+    st.error(f"Your sessions cannot be shown: {problem.message} {problem.hint}", icon=":material/folder_off:")
 
 
 def open_session(session_id: str, turn: int | None = None) -> None:
@@ -42,7 +45,11 @@ def close_session() -> None:
 
 
 def delete_session(session_id: str) -> None:
-    removed = index.delete(session_id)
+    try:
+        removed = index.delete(session_id)
+    except LogFolderError as e:
+        state.flash_error = f"The session was not deleted: {e.message} {e.hint}"
+        return
     chat = state.get("chat")
     if chat is not None and chat.session_id == session_id:
         del state.chat  # the chat page starts afresh instead of writing into a deleted log
@@ -54,6 +61,8 @@ def draw_list() -> None:
     st.title("History")
     if flash := state.pop("flash", None):
         st.success(flash, icon=":material/delete:")
+    if flash := state.pop("flash_error", None):
+        st.error(flash, icon=":material/error:")
     total = index.count()
     if total == 0:
         st.info("No sessions yet. Ask something on the Chat page and it will appear here.", icon=":material/info:")
@@ -94,10 +103,15 @@ def _all_ids() -> list[str]:
 def draw_session(session_id: str, highlight: int | None) -> None:
     st.button("All sessions", icon=":material/arrow_back:", on_click=close_session)
     summary = index.get(session_id)
-    if summary is None:
+    try:
+        logged = read_session(session_path(settings.log_dir, session_id)) if summary else None
+    except FileNotFoundError:  # deleted since the sync
+        logged = None
+    except OSError as e:
+        raise folder_problem(settings.log_dir, e) from e
+    if logged is None:
         st.warning("This session is not in the log folder (it may have been deleted).", icon=":material/search_off:")
         return
-    logged = read_session(session_path(settings.log_dir, session_id))
     st.title(f"Session of {history_view.when(summary.created)}")
     st.caption(f"{summary.turns} turns · {history_view.duration(summary.duration_s)} · {summary.model or 'unknown model'}"
                f" · `{session_id}`")
@@ -120,13 +134,21 @@ def draw_session(session_id: str, highlight: int | None) -> None:
     history_view.session(settings.log_dir, logged, highlight)
 
 
-selected = st.query_params.get("session")
-if selected is None:
-    draw_list()
-elif not SESSION_ID.match(selected):
-    st.query_params.clear()
-    st.error("That link does not name a session.", icon=":material/link_off:")
-    draw_list()
-else:
-    turn = st.query_params.get("turn", "")
-    draw_session(selected, int(turn) if turn.isdigit() else None)
+def main() -> None:
+    index.sync()
+    selected = st.query_params.get("session")
+    if selected is None:
+        draw_list()
+    elif not SESSION_ID.match(selected):
+        st.query_params.clear()
+        st.error("That link does not name a session.", icon=":material/link_off:")
+        draw_list()
+    else:
+        turn = st.query_params.get("turn", "")
+        draw_session(selected, int(turn) if turn.isdigit() else None)
+
+
+try:
+    main()
+except LogFolderError as e:  # LOG_DIR a file, removed, unreadable: say so, and what to do
+    folder_error(e)

@@ -25,12 +25,13 @@ def signed_in_settings(settings: Settings) -> Settings:
         st.info("Sign in to talk with your pictures and see your past sessions.", icon=":material/lock:")
         st.button("Sign in", icon=":material/login:", on_click=st.login)
         st.stop()
-    subject = st.user.get("sub") or st.user.get("email")
-    identity = f"{st.user.get('iss', '')}|{subject}" if subject else ""  # sub is unique per issuer
-    if not identity:
+    issuer, sub, email = st.user.get("iss", ""), st.user.get("sub"), st.user.get("email")
+    if not (sub or email):
         st.error("Your sign-in provider gave no user id (sub) or email, so your sessions cannot be kept apart.")
         st.stop()
+    # sub is unique per issuer; an email only stands in without one, in a namespace of its own
+    by, subject = ("sub", sub) if sub else ("email", email)
     with st.sidebar:
         st.caption(f"Signed in as {st.user.get('email') or st.user.get('name') or 'you'}")
         st.button("Sign out", icon=":material/logout:", on_click=st.logout)
-    return replace(settings, log_dir=user_log_dir(settings.log_dir, identity))
+    return replace(settings, log_dir=user_log_dir(settings.log_dir, f"{issuer}|{subject}", by=by))

@@ -15,6 +15,8 @@ from ui.chat_view import STAGES, draw_image, draw_note_and_audio, escape, pictur
 from ui.chat_view import _preview as _thumbnail  # noqa: F401  (the cache bench/history_bench.py clears)
 
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~:$<])")
+MARKED = re.compile(f"({MARK_START}[^{MARK_START}{MARK_END}]*{MARK_END})")  # one matched word, marks included
+HIGHLIGHT_CHARS = 2_000  # of a snippet drawn as a search hit
 
 
 def when(iso: str) -> str:
@@ -31,13 +33,17 @@ def duration(seconds: float) -> str:
 
 
 def highlighted(snippet: str) -> str:
-    """An index snippet as markdown: its text escaped, the matched words highlighted."""
+    """An index snippet as markdown: its text escaped, the matched words highlighted. Linear in
+    the snippet's length, and cut at HIGHLIGHT_CHARS (a snippet is a few words; one "word" may be
+    a whole pasted file)."""
+    if len(snippet) > HIGHLIGHT_CHARS:
+        snippet = snippet[:HIGHLIGHT_CHARS] + "…"
     out = []
-    for part in re.split(f"({MARK_START}.*?{MARK_END})", snippet):
+    for part in MARKED.split(snippet):
         if part.startswith(MARK_START) and part.endswith(MARK_END):
             out.append(":orange-background[" + _literal(part[1:-1]) + "]")
-        else:
-            out.append(_literal(part.replace("\n", " ")))
+        else:  # a mark cut in two by the limit is dropped
+            out.append(_literal(part.replace(MARK_START, "").replace(MARK_END, "").replace("\n", " ")))
     return "".join(out)
 
 
