@@ -14,6 +14,8 @@ weights of the whole language model (a 7B model fits a 6 GiB card).
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -65,3 +67,31 @@ def quantize_hqq(model, device: str, kernels: bool = True, progress=None) -> int
 
         prepare_for_inference(decoder, backend="gemlite")
     return len(targets)
+
+
+def kernel_choices_file() -> Path:
+    """Where gemlite's tuned kernel choices are kept between starts (Triton keeps its compiled
+    kernels itself), so that a restart does not tune again: one file per GPU model."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(0).lower().replace(" ", "-")
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "talk-with-a-picture"
+    return root / f"gemlite-{gpu}.json"
+
+
+def load_kernel_choices() -> bool:
+    import gemlite
+
+    path = kernel_choices_file()
+    return path.exists() and gemlite.load_config(str(path), print_error=False)
+
+
+def save_kernel_choices() -> None:
+    import gemlite
+
+    path = kernel_choices_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        gemlite.cache_config(str(path))
+    except OSError as e:  # a read-only home: the next start tunes again, nothing else is lost
+        logger.warning("could not keep gemlite's kernel choices in %s: %s", path, e)

@@ -85,8 +85,12 @@ class LlavaModel:
         llava = cls(model, processor, f"{model_id} ({precision}, {device}{', compiled' if compile else ''})",
                     token_timeout_s, note, cache_tokens, compile)
         if compile:
-            progress("Compiling the decoder and recording its CUDA graphs (a minute on a first start)…")
+            tuned = quant == "4bit" and quantisation.load_kernel_choices()
+            progress("Compiling the decoder, recording its CUDA graphs and tuning its kernels for every prompt "
+                     f"length ({'seconds' if tuned else 'a few minutes'} on a first start)…")
             seconds = llava.warm_up()
+            if quant == "4bit":
+                quantisation.save_kernel_choices()
             progress(f"Warmed up in {seconds:.0f} s.")
         return llava
 
