@@ -27,8 +27,8 @@ Parts (one JSON object, printed and written to DIR/gpu_turn.json as each part en
              compiled graphs, recompilations and time to first token per turn
   decode     decode speed of the same LLaVA several ways (200 tokens, greedy, one 336-px image):
              fp16 generate() without and with a TextIteratorStreamer (the old streamed path),
-             fp16 in the app's loop (eager and compiled), 4-bit candidates in the app's loop
-             (HQQ + gemlite, torchao int4), bitsandbytes NF4 in generate()
+             fp16 in the app's loop (eager), 4-bit candidates in the app's loop, compiled
+             (HQQ + gemlite, torchao int4)
   restart    load + warm-up time of the app's model in a new process (inductor cache warm)
 """
 
@@ -451,10 +451,6 @@ def part_decode(ctx) -> None:
                      "decode_tok_s": round((DECODE_TOKENS - 1) / median(s[1] for s in samples), 1)})
         save()
     rows.append(decode_timing(eager, question, "fp16, app loop, eager"))
-    save()
-    compiled = LlavaModel(fp16, processor, "fp16 compiled", cache_tokens=CACHE_TOKENS, compile=True)
-    compiled.warm_up()
-    rows.append({**decode_timing(compiled, question, "fp16, app loop, compiled"), "vram_gib": gib(torch.cuda.memory_allocated())})
     save()
     try:
         from torchao.quantization import Int4WeightOnlyConfig, quantize_
