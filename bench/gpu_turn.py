@@ -452,6 +452,25 @@ def part_decode(ctx) -> None:
         save()
     rows.append(decode_timing(eager, question, "fp16, app loop, eager"))
     save()
+    RESULT["decode_prompt_tokens"] = length
+
+
+def part_torchao(ctx) -> None:
+    """The other 4-bit candidate in the same loop: torchao int4 weight-only (bf16)."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from core.conversation import Exchange, Question
+    from core.vlm import LlavaModel
+
+    model_dir, image = ctx["model_dir"], ctx["picture"]
+    processor = AutoProcessor.from_pretrained(model_dir)
+
+    def question():
+        return [Exchange(Question("Describe the picture in detail, please.", image="img"))], {"img": image}
+
+    rows = RESULT.setdefault("decode", [])
+    before = torch.cuda.memory_allocated()
     try:
         from torchao.quantization import Int4WeightOnlyConfig, quantize_
 
@@ -462,13 +481,12 @@ def part_decode(ctx) -> None:
         start = time.perf_counter()
         ao.warm_up()
         rows.append({**decode_timing(ao, question, "torchao int4 (tile_packed_to_4d), bf16, app loop, compiled"),
-                     "warm_up_s": round(time.perf_counter() - start, 1), "vram_gib": gib(torch.cuda.memory_allocated())})
+                     "warm_up_s": round(time.perf_counter() - start, 1), "vram_gib": gib(torch.cuda.memory_allocated() - before)})
     except Exception as e:  # noqa: BLE001  (a candidate that fails is recorded)
         rows.append({"path": "torchao int4", "error": f"{type(e).__name__}: {e}"[:300]})
     save()
     gc.collect()
     torch.cuda.empty_cache()
-    RESULT["decode_prompt_tokens"] = length
 
 
 def part_restart(ctx) -> None:
@@ -489,7 +507,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
     parser.add_argument("--model-dir", default="/tmp/llava-1.5-7b-random")
-    parser.add_argument("--parts", default="turn,stt,recompile,decode,restart")
+    parser.add_argument("--parts", default="turn,stt,recompile,decode,torchao,restart")
     parser.add_argument("--turns", type=int, default=8)
     args = parser.parse_args()
     OUT = Path(args.out)
@@ -519,7 +537,7 @@ def main() -> None:
         start = time.perf_counter()
         try:
             {"turn": part_turn, "stt": part_stt, "recompile": part_recompile, "decode": part_decode,
-             "restart": part_restart}[part](ctx)
+             "torchao": part_torchao, "restart": part_restart}[part](ctx)
         except Exception as e:  # noqa: BLE001  (the other parts still run; the error is in the JSON)
             RESULT.setdefault("errors", {})[part] = traceback.format_exc()[-2000:]
             print(f"part {part} failed: {e}", file=sys.stderr)

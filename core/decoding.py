@@ -13,8 +13,10 @@ criteria, a streamer that re-decodes its cache) runs on the CPU between GPU step
     sample    greedy, or temperature + top-p (the same warpers as generate(), in the same order)
     stop      at an end-of-sequence token, max_new_tokens, or the stop event
 
-CUDA graphs belong to the thread that recorded them, so one GenerationWorker thread owns the
-model: it warms up (compiles and records) at load time and runs every turn after that.
+CUDA graphs belong to the thread that recorded them (torch's cudagraph trees keep their state in
+thread-local storage: a compiled model called from a second thread fails an assertion), so one
+GenerationWorker thread per process runs every model's work: warm-up (compiling and recording) at
+load time and every turn after that. One GPU runs one decode at a time anyway.
 """
 
 from __future__ import annotations
@@ -272,7 +274,7 @@ class Job:
 
 
 class GenerationWorker:
-    """One long-lived thread that owns the model and runs the jobs given to it, in order."""
+    """One long-lived thread that owns the models and runs the jobs given to it, in order."""
 
     def __init__(self, name: str = "llava-worker"):
         self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
@@ -295,3 +297,16 @@ class GenerationWorker:
                 job.out.put(e)
             finally:
                 job.done.set()
+
+
+_worker: GenerationWorker | None = None
+_worker_lock = threading.Lock()
+
+
+def shared_worker() -> GenerationWorker:
+    """The process's one generation thread, started on first use."""
+    global _worker
+    with _worker_lock:
+        if _worker is None:
+            _worker = GenerationWorker()
+        return _worker

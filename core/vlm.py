@@ -16,7 +16,7 @@ from typing import Iterator, Mapping, Sequence
 from PIL import Image
 
 from core.conversation import Exchange, Question, build_messages, image_digests, trim
-from core.decoding import WARM_UP_TOKENS, Decoder, Detokenizer, GenerationWorker, Sampling
+from core.decoding import WARM_UP_TOKENS, Decoder, Detokenizer, Sampling, shared_worker
 from core.engines import ChatModel, GenerationOptions, TokenCounts  # noqa: F401  (the protocol this module implements)
 from core.errors import GenerationError, ModelLoadError
 
@@ -43,7 +43,7 @@ class LlavaModel:
         context = getattr(text_config, "max_position_embeddings", 4096)
         self.context_length: int = min(context, cache_tokens) if cache_tokens else context
         self.decoder = Decoder(model, self.context_length if compile else None, compile)
-        self.worker = GenerationWorker()
+        self.worker = shared_worker()  # CUDA graphs are thread-local: every model decodes in this one thread
 
     @classmethod
     def load(cls, model_id: str, quant: str = "none", device: str = "cpu", token_timeout_s: float = 300.0,
