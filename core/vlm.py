@@ -42,7 +42,7 @@ class LlavaModel:
         text_config = model.config.get_text_config()
         context = getattr(text_config, "max_position_embeddings", 4096)
         self.context_length: int = min(context, cache_tokens) if cache_tokens else context
-        self.decoder = Decoder(model, self.context_length if compile else None, compile)
+        self.decoder = Decoder(model, self.context_length if cache_tokens else None, compile)
         self.worker = shared_worker()  # CUDA graphs are thread-local: every model decodes in this one thread
 
     @classmethod

@@ -196,3 +196,33 @@ def test_hqq_4bit_wiring_on_the_cpu(tiny_llava):
     inputs = quantised.inputs(three_turns(), images)
     output = loaded.generate(**inputs, max_new_tokens=16, do_sample=False)
     assert streamed == quantised.processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def test_warm_up_runs_every_padded_prompt_length_in_the_worker_thread(tiny_llava):
+    """What the GPU load does after compiling: every prompt length a turn can have (padded to 64)
+    goes through the model once, in the worker thread, so no user's turn tunes a kernel."""
+    import threading
+
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    loaded = AutoModelForImageTextToText.from_pretrained(str(tiny_llava), dtype=torch.float32).eval()
+    model = LlavaModel(loaded, AutoProcessor.from_pretrained(str(tiny_llava)), "tiny static", cache_tokens=256)
+    seen, original = [], model.decoder.warm_prefill
+    model.decoder.warm_prefill = lambda n: (seen.append((n, threading.current_thread())), original(n))
+    model.warm_up()
+    assert [n for n, _ in seen] == [64, 128, 192, 256] and {t for _, t in seen} == {model.worker.thread}
+    assert model.context_length == 256
+    reply = "".join(model.stream(three_turns(), {IMAGE: Image.new("RGB", (8, 8))}, GenerationOptions(max_new_tokens=300)))
+    assert model.decoder.last["prompt_tokens"] + model.count_tokens(reply) <= 256  # trimmed to the cache
+
+
+def test_4bit_without_its_packages_says_what_it_loaded_instead(monkeypatch):
+    from core import vlm
+
+    monkeypatch.setattr(vlm, "find_spec", lambda name: name == "bitsandbytes")
+    quant, note = vlm._available("4bit", "cuda")
+    assert quant == "nf4" and "hqq and gemlite are not installed" in note
+    monkeypatch.setattr(vlm, "find_spec", lambda name: None)
+    assert vlm._available("4bit", "cuda")[0] == "none" and vlm._available("nf4", "cuda")[0] == "none"
+    assert vlm._available("4bit", "cpu") == ("none", "LLAVA_QUANT=4bit needs a CUDA GPU: loaded in full precision on the CPU.")

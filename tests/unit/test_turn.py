@@ -98,6 +98,7 @@ def test_transcript_empty_is_a_notice(settings):
     engines = turn.Engines(FakeChatModel(), FakeTranscriber(""), None)
     events = run(ChatSession(settings), engines, turn.TurnInput(audio=wav_bytes(tone(1.0))))
     assert isinstance(events[0], turn.Rejected) and "heard nothing" in events[0].notice.text
+    assert not list((settings.log_dir / "media").glob("*.wav"))  # no recording no question refers to
 
 
 def test_question_before_any_image_is_a_text_chat(settings, engines):
@@ -168,3 +169,44 @@ def test_new_image_mid_conversation_starts_new_context(settings, engines):
     seen, _ = engines.chat.calls[-1]
     assert [e.question.text for e in seen] == ["q3"]
     assert len(read_session(session.log.path).conversation.exchanges) == 3
+
+
+class BrokenTranscriber:
+    """Raises what CTranslate2 raises on a host without its CUDA libraries; fixed by .healed."""
+
+    name = "broken-stt"
+
+    def __init__(self):
+        self.healed = False
+
+    def transcribe(self, samples, language=None):
+        if not self.healed:
+            raise RuntimeError("Library libcublas.so.12 is not found or cannot be loaded")
+        return FakeTranscriber("and now it works").transcribe(samples, language)
+
+
+def test_a_transcriber_that_raises_gives_a_notice_the_log_keeps_it_and_the_next_turn_works(settings):
+    engines = turn.Engines(FakeChatModel("Fine."), BrokenTranscriber(), FakeSpeaker())
+    session = ChatSession(settings)
+    events = run(session, engines, turn.TurnInput(audio=wav_bytes(tone(1.0))))
+    (rejected,) = of(events, turn.Rejected)
+    assert "Speech recognition failed" in rejected.notice.text and "libcublas" in rejected.notice.text
+    assert "Type your question" in rejected.notice.text and not of(events, turn.Asked)
+    logged = read_session(session.log.path)
+    assert [n.text for n in logged.conversation.items if not hasattr(n, "question")] == [rejected.notice.text]
+    assert any("libcublas" in e["message"] for e in logged.errors)
+    assert not list((settings.log_dir / "media").glob("*.wav"))  # no recording kept without its question
+
+    typed = run(session, engines, turn.TurnInput(text="Then I type."))
+    assert of(typed, turn.Done)[0].answer.text == "Fine."
+    engines.transcriber.healed = True
+    spoken = run(session, engines, turn.TurnInput(audio=wav_bytes(tone(1.0))))
+    assert of(spoken, turn.Asked)[0].question.text == "and now it works"
+    assert [e.question.text for e in read_session(session.log.path).conversation.exchanges] == [
+        "Then I type.", "and now it works"]
+
+
+def test_speech_failure_is_noted_once_however_many_sentences_fail(settings):
+    engines = turn.Engines(FakeChatModel("One. Two. Three. Four."), FakeTranscriber(), FakeSpeaker(fail=True))
+    done = of(run(ChatSession(settings), engines, turn.TurnInput(text="Count.")), turn.Done)[0]
+    assert done.answer.note.count("Speech failed") == 1 and done.answer.text == "One. Two. Three. Four."
