@@ -25,10 +25,6 @@ logger = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 30.0  # a failed start is remembered this long before the next try
 
-_failures: dict[Settings, tuple[float, AppError]] = {}  # settings -> (when, why) of the last failed start
-_failures_lock = threading.Lock()
-
-
 class Unavailable:
     """Stands in for a chat engine that could not start: every reply is this error."""
 
@@ -47,35 +43,51 @@ class Unavailable:
         yield  # a generator, like every engine's stream()
 
 
+class _Slot:
+    """One configuration's engines: loaded once, under a lock, by the first session that asks."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.loaded: Loaded | None = None
+        self.failure: tuple[float, AppError] | None = None  # when and why the last start failed
+
+
 @st.cache_resource(show_spinner=False)
-def _loaded(settings: Settings, _progress) -> Loaded:
-    return load_engines(settings, _progress)
+def _slot(settings: Settings) -> _Slot:
+    return _Slot()
 
 
-def _recent_failure(settings: Settings) -> AppError | None:
-    with _failures_lock:
-        when, error = _failures.get(settings, (0.0, None))
-    return error if time.monotonic() - when < RETRY_AFTER_S else None
+def shared_engines(settings: Settings, progress) -> Loaded:
+    """The process's engines for these settings, loaded by the first caller while the others wait.
+    (Loading happens outside st.cache_resource so that progress can be drawn as it goes.)
+    A failed start raises its error again, without retrying, for RETRY_AFTER_S."""
+    slot = _slot(settings)
+    with slot.lock:
+        if slot.loaded is None:
+            if slot.failure and time.monotonic() - slot.failure[0] < RETRY_AFTER_S:
+                raise slot.failure[1]
+            try:
+                slot.loaded = load_engines(settings, progress)
+            except AppError as e:
+                slot.failure = (time.monotonic(), e)
+                raise
+        return slot.loaded
 
 
 def engines_for(settings: Settings) -> tuple[Engines, list[str]]:
     """The shared engines and notes for the user. The first session of a process shows a status
-    box while models load; later ones find them in the cache at once."""
-    if error := _recent_failure(settings):
-        st.error(f"{error} (tried again in {RETRY_AFTER_S:.0f} s)", icon=":material/cloud_off:")
-        return Engines(Unavailable(error)), []
-    first = "engines_loaded" not in st.session_state
-    box = st.status("Loading models (the first start may download them)…", expanded=True) if first else None
+    box while models load; later ones find them loaded at once."""
+    slot = _slot(settings)
+    box = None
+    if slot.loaded is None and slot.failure is None:
+        box = st.status("Loading models (the first start may download them)…", expanded=True)
     try:
-        loaded = _loaded(settings, box.write if box else logger.info)
+        loaded = shared_engines(settings, box.write if box else logger.info)
     except AppError as e:
-        with _failures_lock:
-            _failures[settings] = (time.monotonic(), e)
         if box:
             box.update(label="The chat model could not be started", state="error", expanded=True)
-        st.error(str(e), icon=":material/cloud_off:")
+        st.error(f"{e} (tried again after {RETRY_AFTER_S:.0f} s)", icon=":material/cloud_off:")
         return Engines(Unavailable(e)), []
     if box:
         box.update(label="Models ready", state="complete", expanded=False)
-        st.session_state.engines_loaded = True
     return loaded.engines, loaded.notes

@@ -92,3 +92,47 @@ def test_a_chat_model_that_cannot_load_is_an_error_for_the_page(monkeypatch):
 def test_cache_tokens_must_be_a_sensible_number(value):
     with pytest.raises(ValueError, match="LLAVA_CACHE_TOKENS"):
         Settings.from_env({"LLAVA_CACHE_TOKENS": value})
+
+
+def test_a_failed_start_is_remembered_then_tried_again(monkeypatch):
+    """ui/resources: a chat server that is down costs one attempt per RETRY_AFTER_S, not one per click."""
+    from ui import resources
+
+    attempts, clock = [], [1000.0]
+
+    def load(settings, progress):
+        attempts.append(clock[0])
+        if len(attempts) < 3:
+            raise ModelLoadError("Cannot reach the chat server at http://127.0.0.1:9/v1.", "Check that it is running.")
+        return core_engines.Loaded(core_engines.Engines(FakeChatModel()))
+
+    monkeypatch.setattr(resources, "load_engines", load)
+    monkeypatch.setattr(resources.time, "monotonic", lambda: clock[0])
+    settings = Settings.from_env({"LLAVA_MODEL": "down", "TTS_ENGINE": "none"})
+    resources._slot.clear()
+    for _ in range(3):
+        with pytest.raises(ModelLoadError, match="Cannot reach"):
+            resources.shared_engines(settings, print)
+    assert attempts == [1000.0]
+    clock[0] += resources.RETRY_AFTER_S + 1
+    with pytest.raises(ModelLoadError):
+        resources.shared_engines(settings, print)
+    clock[0] += resources.RETRY_AFTER_S + 1
+    assert isinstance(resources.shared_engines(settings, print).engines.chat, FakeChatModel)
+    assert len(attempts) == 3
+    resources._slot.clear()
+
+
+def test_an_unavailable_chat_engine_answers_with_its_reason_and_the_question_is_logged(settings):
+    from core import turn
+    from core.chat_session import ChatSession
+    from core.engines import GenerationOptions
+    from core.session_log import read_session
+    from ui.resources import Unavailable
+
+    engines = core_engines.Engines(Unavailable(ModelLoadError("The chat server did not answer within 10 s.", "Try later.")))
+    session = ChatSession(settings)
+    (asked,) = turn.ask(session, engines, turn.TurnInput(text="Are you there?"))
+    done = list(turn.answer(session, engines, asked.index, GenerationOptions()))[-1]
+    assert done.answer.status == "error" and "did not answer within 10 s" in done.answer.note
+    assert read_session(session.log.path).conversation.exchanges[0].question.text == "Are you there?"

@@ -141,7 +141,7 @@ def test_stop_event_while_waiting_ends_the_turn_without_asking_the_model(setting
 
 
 def test_models_load_once_when_many_sessions_start_together(monkeypatch):
-    """ui/resources.py relies on st.cache_resource computing a value once under concurrency."""
+    """ui/resources.py loads the engines once per process, however many sessions start together."""
     from core import vlm
     from core.config import Settings
     from ui import resources
@@ -156,17 +156,17 @@ def test_models_load_once_when_many_sessions_start_together(monkeypatch):
     monkeypatch.setattr(vlm.LlavaModel, "load", slow_load)
     settings = Settings.from_env({"LLAVA_MODEL": "same-model", "TTS_ENGINE": "none", "STT_ENGINE": "openai-whisper",
                                   "WHISPER_MODEL": "/nowhere"})
-    resources._loaded.clear()
+    resources._slot.clear()
     start, got = threading.Barrier(SESSIONS), []
 
     def session():
         start.wait()
-        got.append(resources._loaded(settings, lambda message: None).engines.chat)
+        got.append(resources.shared_engines(settings, lambda message: None).engines.chat)
 
     threads = [threading.Thread(target=session) for _ in range(SESSIONS)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
-    resources._loaded.clear()
+    resources._slot.clear()
     assert loads == ["same-model"] and len(got) == SESSIONS and all(m is got[0] for m in got)
