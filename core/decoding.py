@@ -253,10 +253,20 @@ class Job:
         self.halt = threading.Event()  # set by the reader when it goes away: the work stops at the next token
         self.done = threading.Event()
 
-    def results(self, timeout_s: float) -> Iterator[list[int]]:
-        """Token ids as they come, in batches (whatever arrived since the last read)."""
+    def results(self, timeout_s: float, heartbeat_s: float) -> Iterator[list[int]]:
+        """Token ids as they come, in batches (whatever arrived since the last read); an empty
+        batch every heartbeat_s while nothing comes; queue.Empty after timeout_s of nothing."""
         while True:
-            item = self.out.get(timeout=timeout_s)  # queue.Empty: nothing for timeout_s
+            waited = 0.0
+            while True:
+                try:
+                    item = self.out.get(timeout=min(heartbeat_s, timeout_s - waited))
+                    break
+                except queue.Empty:
+                    waited += heartbeat_s
+                    if waited >= timeout_s:
+                        raise
+                    yield []
             batch: list[int] = []
             while True:
                 if item is _END:

@@ -44,6 +44,9 @@ class Transcript:
     duration_s: float  # length of the audio
 
 
+HEARTBEAT_S = 0.5  # an engine with nothing new yields "" this often, so that Stop can reach the page
+
+
 class ChatModel(Protocol):
     name: str  # shown in the sidebar and the log
     note: str  # how it was loaded, when that differs from what was asked ("" otherwise)
@@ -56,7 +59,8 @@ class ChatModel(Protocol):
         options: GenerationOptions,
         stop: threading.Event | None = None,
     ) -> Iterator[str]:
-        """Yield the reply to the last (unanswered) exchange, chunk by chunk."""
+        """Yield the reply to the last (unanswered) exchange, chunk by chunk; "" (a heartbeat)
+        every HEARTBEAT_S while nothing new has come."""
         ...
 
     def count_tokens(self, text: str) -> int:

@@ -45,7 +45,7 @@ from PIL import Image
 
 from core.config import masked_url
 from core.conversation import Exchange, build_messages, image_digests, trim
-from core.engines import GenerationOptions, TokenCounts, Transcript
+from core.engines import HEARTBEAT_S, GenerationOptions, TokenCounts, Transcript
 from core.errors import AppError, GenerationError, ModelLoadError
 from core.media import SAMPLE_RATE
 
@@ -413,7 +413,7 @@ class RemoteChatModel:
         deadline = time.monotonic() + self.first_chunk_timeout_s
         threading.Thread(target=self._read, args=(exchanges, images, options, out, cancel, deadline),
                          name="chat-stream", daemon=True).start()
-        text, tokens = "", None
+        text, tokens, beat = "", None, time.monotonic()
         try:
             while not stop.is_set():
                 try:
@@ -424,6 +424,9 @@ class RemoteChatModel:
                         raise GenerationError(
                             f"The chat server at {self.where} did not start answering within {self.first_chunk_timeout_s:.0f} s.",
                             "Try again; it may be overloaded. Check that it is running.") from None
+                    if time.monotonic() - beat >= HEARTBEAT_S:
+                        beat = time.monotonic()
+                        yield ""  # nothing yet: the page gets a moment to act on Stop
                     continue
                 if kind == "text":
                     text += value

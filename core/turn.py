@@ -67,6 +67,11 @@ class Waiting:  # the model is busy with other sessions' turns; repeated while t
 
 
 @dataclass(frozen=True)
+class Working:  # the engine is still at work and nothing new came (a heartbeat, every HEARTBEAT_S)
+    pass
+
+
+@dataclass(frozen=True)
 class Token:
     text: str
 
@@ -156,7 +161,7 @@ def answer(
     speak: bool = True,
     stop: threading.Event | None = None,
     timings: dict[str, float] | None = None,
-) -> Iterator[Waiting | Token | Sentence | Spoken | Done]:
+) -> Iterator[Waiting | Working | Token | Sentence | Spoken | Done]:
     """Generate, stream and speak the answer to the question at index; log it.
 
     timings: those of asking (stt_s), kept with the answer's own.
@@ -218,6 +223,11 @@ def answer(
                 notes.insert(0, "Stopped while waiting for the model.")
             generation_start = time.perf_counter()
             for chunk in engines.chat.stream(context, session.images, options, stop) if status == "complete" else ():
+                if not chunk:  # the engine is still at work: the page gets a moment to act on Stop
+                    yield Working()
+                    if stop.is_set():
+                        break
+                    continue
                 clock.mark("ttft_s", since=generation_start)
                 text += chunk
                 yield Token(chunk)
@@ -230,6 +240,9 @@ def answer(
                     status = "stopped"
                     break
             clock.marks["generate_s"] = round(time.perf_counter() - generation_start, 4)
+            if stop.is_set() and status == "complete":  # the engine ended early because of Stop
+                status = "stopped"
+                notes.insert(0, "Stopped before the end.")
         finally:
             if ticket is not None:
                 ticket.leave()

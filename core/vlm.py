@@ -17,7 +17,7 @@ from PIL import Image
 
 from core.conversation import Exchange, Question, build_messages, image_digests, trim
 from core.decoding import WARM_UP_TOKENS, Decoder, Detokenizer, Sampling, shared_worker
-from core.engines import ChatModel, GenerationOptions, TokenCounts  # noqa: F401  (the protocol this module implements)
+from core.engines import HEARTBEAT_S, ChatModel, GenerationOptions, TokenCounts  # noqa: F401  (ChatModel: what this implements)
 from core.errors import GenerationError, ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -162,7 +162,10 @@ class LlavaModel:
         text, produced = Detokenizer(self.processor.tokenizer), 0
         reply = ""
         try:
-            for ids in job.results(self.token_timeout_s):
+            for ids in job.results(self.token_timeout_s, HEARTBEAT_S):
+                if not ids:
+                    yield ""  # a heartbeat: the prompt is long, or another model's turn runs first
+                    continue
                 produced += len(ids)
                 if chunk := text.add(ids):
                     reply += chunk

@@ -100,6 +100,7 @@ def stream_answer(index: int, timings: dict | None = None) -> None:
     with st.chat_message("assistant"):
         status = st.empty()
         status.caption("Thinking…")
+        beat = st.empty()
         speech = speech_queue.SpeechQueue() if speak else None
         finished = {}
 
@@ -107,6 +108,8 @@ def stream_answer(index: int, timings: dict | None = None) -> None:
             for event in turn.answer(session, engines, index, options, speak=speak, stop=stop, timings=timings):
                 if isinstance(event, turn.Waiting):
                     status.info(event.message, icon=":material/hourglass_top:")
+                elif isinstance(event, turn.Working):
+                    beat.empty()  # draws nothing; a Stop clicked meanwhile interrupts the run here
                 elif isinstance(event, turn.Token):
                     status.empty()
                     yield chat_view.escape(event.text)

@@ -213,7 +213,7 @@ def test_busy_and_failing_servers_are_retried_with_backoff(serve):
     server = serve(status(429, {"error": {"message": "Too many requests"}}, {"Retry-After": "0"}),
                    status(503, {"detail": "loading"}), sse("fine"))
     start = time.perf_counter()
-    assert list(connect(server).stream(ask(), {}, OPTIONS)) == ["fine"]
+    assert [chunk for chunk in connect(server).stream(ask(), {}, OPTIONS) if chunk] == ["fine"]  # "": heartbeats
     assert len(server.posts()) == 3 and time.perf_counter() - start >= 0.2  # it waited before retrying
 
 

@@ -1,4 +1,5 @@
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -210,3 +211,27 @@ def test_speech_failure_is_noted_once_however_many_sentences_fail(settings):
     engines = turn.Engines(FakeChatModel("One. Two. Three. Four."), FakeTranscriber(), FakeSpeaker(fail=True))
     done = of(run(ChatSession(settings), engines, turn.TurnInput(text="Count.")), turn.Done)[0]
     assert done.answer.note.count("Speech failed") == 1 and done.answer.text == "One. Two. Three. Four."
+
+
+class SilentModel(FakeChatModel):
+    """A model (a hanging server, a long prompt) that sends only heartbeats until stopped."""
+
+    def stream(self, exchanges, images, options, stop=None):
+        while not stop.is_set():
+            time.sleep(0.01)
+            yield ""
+
+
+def test_heartbeats_let_stop_end_a_reply_that_has_not_started(settings):
+    engines = turn.Engines(SilentModel(), None, FakeSpeaker())
+    session = ChatSession(settings)
+    asked = next(turn.ask(session, engines, turn.TurnInput(text="Hello?")))
+    stop, beats = threading.Event(), 0
+    for event in turn.answer(session, engines, asked.index, OPTIONS, stop=stop):
+        assert not isinstance(event, turn.Token)  # a heartbeat is no text
+        if isinstance(event, turn.Working):
+            beats += 1
+            if beats == 3:
+                stop.set()  # what the page's Stop does, which it can only do at such a moment
+    answer = read_session(session.log.path).conversation.exchanges[0].answer
+    assert beats == 3 and answer.status == "stopped" and answer.text == "" and "ttft_s" not in answer.timings
