@@ -50,20 +50,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-QUESTIONS = [
-    "What colour is the car in the picture?",
-    "How many people can you see?",
-    "What is written on the sign?",
-    "Is it sunny or cloudy in this photo?",
-    "What is the dog doing on the grass?",
-    "Describe the picture in one sentence.",
-    "Where could this photo have been taken?",
-    "Is there anything unusual in this image?",
-]
 MAX_NEW_TOKENS = 96
 WHISPER_TOKENS = 24
 DECODE_TOKENS = 200
 CACHE_TOKENS = 2048
+
+from bench.scene import QUESTIONS  # noqa: E402
 
 RESULT: dict = {}
 OUT: Path = Path(".")

@@ -7,6 +7,17 @@ import io
 from PIL import Image, ImageDraw
 
 QUESTION = "What colour is the car in the picture?"
+# The spoken questions of the latency benchmarks (espeak-ng speaks them).
+QUESTIONS = [
+    "What colour is the car in the picture?",
+    "How many people can you see?",
+    "What is written on the sign?",
+    "Is it sunny or cloudy in this photo?",
+    "What is the dog doing on the grass?",
+    "Describe the picture in one sentence.",
+    "Where could this photo have been taken?",
+    "Is there anything unusual in this image?",
+]
 
 
 def picture() -> bytes:

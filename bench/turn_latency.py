@@ -49,7 +49,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-from bench.scene import picture  # noqa: E402
+from bench.scene import QUESTIONS, picture  # noqa: E402
 from bench.whisper_weights import convert, weight_dtypes  # noqa: E402
 from core import turn  # noqa: E402
 from core.chat_session import ChatSession  # noqa: E402
@@ -62,16 +62,6 @@ from core.tts import EspeakSpeaker, Speech  # noqa: E402
 from core.vlm import GenerationOptions, LlavaModel  # noqa: E402
 from tests.fakes import FakeChatModel, wav_bytes  # noqa: E402
 
-QUESTIONS = [
-    "What colour is the car in the picture?",
-    "How many people can you see?",
-    "What is written on the sign?",
-    "Is it sunny or cloudy in this photo?",
-    "What is the dog doing on the grass?",
-    "Describe the picture in one sentence.",
-    "Where could this photo have been taken?",
-    "Is there anything unusual in this image?",
-]
 ESPEAK_WPM = 150  # speaking rate of the questions, words per minute
 # The structural variant: a realistic reply, streamed word by word at a fixed rate.
 FAKE_REPLY = (
