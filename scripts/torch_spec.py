@@ -58,8 +58,8 @@ def spec_for(smi_output: str | None, platform: str = sys.platform) -> TorchSpec:
     cuda = driver_cuda(smi_output)
     name = gpu_name(smi_output)
     if cuda is None:
-        return cpu_spec(f"nvidia-smi does not say which CUDA version its driver runs: installing the CPU build "
-                        "of torch. Set TORCH_SPEC to choose a CUDA build (README, Install).", platform)
+        return cpu_spec("nvidia-smi does not say which CUDA version its driver runs: installing the CPU build "
+                        "of torch. Set TORCH_SPEC to choose a CUDA build (README, The two commands).", platform)
     for major, minor, build in CUDA_BUILDS:
         if cuda >= (major, minor):
             return TorchSpec(
