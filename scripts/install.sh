@@ -42,8 +42,8 @@ check() {  # check MODULES...: they import, or the install failed
     [ -n "${INSTALL_DRY_RUN:-}" ] || .venv/bin/python -c "import $(IFS=,; echo "$*")" \
         || { echo "install failed: see the pip output above" >&2; exit 1; }
 }
-pip install -r requirements.txt
 if [ "$mode" = front-end ]; then
+    pip install -r requirements.txt
     check streamlit faster_whisper av gtts openai
     exit 0
 fi
@@ -66,7 +66,7 @@ installed=$(.venv/bin/python -c "import torch; print(torch.__version__)") \
 echo "torch $installed"
 hold=$(mktemp) && trap 'rm -f "$hold"' EXIT
 echo "torch==$installed" >"$hold"
-requirements=(-r requirements-local.txt)
+requirements=(-r requirements.txt -r requirements-local.txt)  # one resolve: gTTS's click range meets huggingface-hub's
 if [[ "$build" == cu* ]] || { [ "$build" = custom ] && .venv/bin/python -c "import sys, torch; sys.exit(torch.version.cuda is None)"; }; then
     requirements+=(-r requirements-gpu.txt)
 fi
