@@ -18,13 +18,14 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from typing import Callable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 from PIL import Image
 
 from core.conversation import Exchange
-from core.errors import AppError
+from core.errors import AppError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class Loaded:
 
 
 Progress = Callable[[str], None]
+IN_PROCESS_PACKAGES = ("torch", "transformers")  # the in-process model's (requirements-local.txt)
 
 
 def load_engines(settings, progress: Progress = logger.info) -> Loaded:
@@ -146,6 +148,8 @@ def _chat_model(settings, progress: Progress) -> ChatModel:
         return RemoteChatModel.connect(
             settings.openai_base_url, settings.openai_api_key, settings.llava_remote_model, settings.token_timeout_s
         )
+    if missing := [name for name in IN_PROCESS_PACKAGES if find_spec(name) is None]:
+        raise NothingConfigured(missing)
     from core.vlm import LlavaModel
 
     progress(f"Chat model: `{settings.llava_model}` ({settings.llava_quant}, {settings.device})")
@@ -153,6 +157,21 @@ def _chat_model(settings, progress: Progress) -> ChatModel:
         settings.llava_model, settings.llava_quant, settings.device, settings.token_timeout_s,
         cache_tokens=settings.llava_cache_tokens, progress=progress,
     )
+
+
+class NothingConfigured(ModelLoadError):
+    """No chat model can be had: no OPENAI_BASE_URL, and the in-process model is not installed (the
+    front end of requirements.txt alone, e.g. on Streamlit Community Cloud)."""
+
+    def __init__(self, missing: Sequence[str]):
+        super().__init__(
+            f"No chat model is configured: OPENAI_BASE_URL is not set, and this install has no in-process "
+            f"model ({' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed).",
+            "Set OPENAI_BASE_URL to an OpenAI-compatible server (e.g. vLLM; on Streamlit Community Cloud as a "
+            "secret) and restart the app, or install the in-process model with `bash scripts/install.sh` "
+            "(README, Deployment).",
+        )
+        self.missing = tuple(missing)
 
 
 def _transcriber(settings, progress: Progress) -> tuple[Transcriber, str]:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Install (app + test tools + apt packages), then run the whole test suite.
+# Install (the app with its in-process model, the test tools, the test browser), then lint and run the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh requirements-dev.txt
+bash scripts/install.sh dev
 export HF_HUB_OFFLINE=1  # tests never download anything
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"
