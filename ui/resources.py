@@ -18,7 +18,7 @@ import time
 import streamlit as st
 
 from core.config import Settings
-from core.engines import Engines, Loaded, load_engines
+from core.engines import Engines, Loaded, NothingConfigured, load_engines
 from core.errors import AppError, GenerationError
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,8 @@ def engines_for(settings: Settings) -> tuple[Engines, list[str]]:
     except AppError as e:
         if box:
             box.update(label="The chat model could not be started", state="error", expanded=True)
-        st.error(f"{e} (tried again after {RETRY_AFTER_S:.0f} s)", icon=":material/cloud_off:")
+        again = "" if isinstance(e, NothingConfigured) else f" (tried again after {RETRY_AFTER_S:.0f} s)"
+        st.error(f"{e}{again}", icon=":material/cloud_off:")
         return Engines(Unavailable(e)), []
     if box:
         box.update(label="Models ready", state="complete", expanded=False)
