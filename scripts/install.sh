@@ -58,8 +58,13 @@ else
 fi
 installed=$(.venv/bin/python -c "import torch; print(torch.__version__)" 2>/dev/null || true)
 if [ -z "$want" ] || [[ "$installed" != "$want"* ]]; then
-    # shellcheck disable=SC2086  # spec holds several pip arguments
-    pip install $spec
+    # A CPU wheel pip can find without the network (its find-links, a wheel cache) first: the CPU index
+    # below is retried for every package where download.pytorch.org cannot be reached.
+    if [ "$build" != cpu ] || [ -n "${INSTALL_DRY_RUN:-}" ] \
+        || ! .venv/bin/python -m pip install -q --disable-pip-version-check --no-index --no-deps "torch==$want" >/dev/null 2>&1; then
+        # shellcheck disable=SC2086  # spec holds several pip arguments
+        pip install $spec
+    fi
 fi
 installed=$(.venv/bin/python -c "import torch; print(torch.__version__)") \
     || { echo "torch could not be installed ($spec): see the pip output above" >&2; exit 1; }
