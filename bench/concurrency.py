@@ -47,7 +47,7 @@ from core.vlm import GenerationOptions, LlavaModel  # noqa: E402
 def conversation(settings: Settings, engines: turn.Engines, options: GenerationOptions, image: bytes) -> dict:
     """One turn with an image; its time to first token, tokens and largest place in the queue."""
     session = ChatSession(settings)
-    asked = next(turn.ask(session, engines, turn.TurnInput(text=QUESTION, image=image)))
+    asked = turn.ask(session, engines, turn.TurnInput(text=QUESTION, image=image))
     start, first, ahead, answer = time.perf_counter(), None, 0, None
     for event in turn.answer(session, engines, asked.index, options, speak=False):
         if isinstance(event, turn.Token) and first is None:

@@ -35,10 +35,27 @@ class Answer:
     feedback: int | None = None  # st.feedback thumbs: 1 up, 0 down
 
 
+class Turn:
+    """An exchange's number in its session (0, 1, ...), given once, when the log writes its question:
+    the next after the highest the file holds, read under a lock, so that two tabs continuing one
+    session never write the same number. None until then (the log folder may be failing: records
+    that name this Turn get its number when they are written). The log, History, the exports and
+    error records all use this number; the page addresses an exchange by its position in items."""
+
+    __slots__ = ("number",)
+
+    def __init__(self, number: int | None = None):
+        self.number = number
+
+    def __repr__(self) -> str:
+        return f"Turn({self.number})"
+
+
 @dataclass(frozen=True)
 class Exchange:
     question: Question
     answer: Answer | None = None
+    turn: Turn = field(default_factory=Turn, compare=False)  # the same object for the exchange's whole life
 
 
 @dataclass(frozen=True)
@@ -82,6 +99,14 @@ class Conversation:
     def answer(self, index: int, answer: Answer) -> None:
         self.items[index] = replace(self.items[index], answer=answer)
 
+    def unanswer(self, index: int, text: str | None = None) -> Exchange:
+        """Drop the answer at index (to be written again), with the question's text replaced if given;
+        the exchange keeps its turn. Returns the new exchange."""
+        exchange = self.items[index]
+        question = exchange.question if text is None else replace(exchange.question, text=text)
+        self.items[index] = replace(exchange, question=question, answer=None)
+        return self.items[index]
+
     def notify(self, notice: Notice) -> None:
         self.items.append(notice)
 
@@ -90,9 +115,12 @@ class Conversation:
         if isinstance(exchange, Exchange) and exchange.answer:
             self.items[index] = replace(exchange, answer=replace(exchange.answer, feedback=score))
 
-    def visual_context(self) -> list[Exchange]:
-        """Exchanges the model sees: from the latest one with an image to the end."""
-        exchanges = self.exchanges
+    def visual_context(self, upto: int | None = None) -> list[Exchange]:
+        """Exchanges the model sees to answer the exchange at item index upto (the last one when
+        None): from the latest one with an image, up to and including it. Found by position: two
+        exchanges may be equal (the same question asked twice, neither answered)."""
+        items = self.items if upto is None else self.items[: upto + 1]
+        exchanges = [item for item in items if isinstance(item, Exchange)]
         for start in range(len(exchanges) - 1, -1, -1):
             if exchanges[start].question.image:
                 return exchanges[start:]

@@ -18,7 +18,7 @@ from typing import Iterable, Literal
 
 from PIL import Image
 
-from core.conversation import Answer, Conversation, Exchange, Notice, Question
+from core.conversation import Answer, Conversation, Exchange, Notice, Question, Turn
 from core.markup import safe_markdown
 from core.session_log import FORMAT_VERSION, LoggedSession, media_path, read_session, session_path
 
@@ -32,7 +32,7 @@ def session_to_dict(logged: LoggedSession) -> dict:
         if isinstance(item, Notice):
             items.append({"type": "notice", **asdict(item)})
         else:
-            items.append({"type": "exchange", "question": asdict(item.question),
+            items.append({"type": "exchange", "turn": item.turn.number, "question": asdict(item.question),
                           "answer": asdict(item.answer) if item.answer else None})
     return {"format": JSON_FORMAT, "version": FORMAT_VERSION, "id": logged.session_id, "header": logged.header,
             "updated": logged.updated, "items": items, "errors": logged.errors, "notes": logged.notes}
@@ -47,13 +47,14 @@ def session_from_json(text: str) -> LoggedSession:
     data = json.loads(text)
     if not isinstance(data, dict) or data.get("format") != JSON_FORMAT:
         raise ValueError("not a session exported by this app")
-    items = []
+    items: list = []
     for item in data["items"]:
         if item["type"] == "notice":
             items.append(Notice(item["text"], item.get("level", "error")))
         else:
             answer = item.get("answer")
-            items.append(Exchange(Question(**item["question"]), Answer(**answer) if answer else None))
+            number = item.get("turn", len([i for i in items if isinstance(i, Exchange)]))  # older exports: counted
+            items.append(Exchange(Question(**item["question"]), Answer(**answer) if answer else None, Turn(number)))
     return LoggedSession(data["id"], data["header"], Conversation(items), data.get("errors", []),
                          data.get("notes", []), data.get("version", FORMAT_VERSION), data.get("updated", ""))
 
@@ -71,13 +72,12 @@ def session_to_markdown(logged: LoggedSession, log_dir: Path, images: Literal["e
              f"- Turns: {len(logged.conversation.exchanges)}", ""]
     for note in logged.notes:
         lines.append(f"> Note: {safe_markdown(note)}")
-    turn = 0
     for item in logged.conversation.items:
         if isinstance(item, Notice):
             lines += [f"> **{item.level.title()}:** {safe_markdown(item.text)}", ""]
             continue
         question, answer = item.question, item.answer
-        lines += [f"## Turn {turn + 1}", ""]
+        lines += [f"## Turn {item.turn.number + 1}", ""]
         if question.image:
             lines += [_image(log_dir, question.image, images, media_prefix), ""]
         if question.audio and images == "link" and (path := media_path(log_dir, question.audio)):
@@ -94,7 +94,6 @@ def session_to_markdown(logged: LoggedSession, log_dir: Path, images: Literal["e
                 lines += [f"[Spoken reply]({media_prefix}{path.name})", ""]
             if answer.timings:
                 lines += ["Timings: " + ", ".join(f"{k} {v:.2f}" for k, v in answer.timings.items()), ""]
-        turn += 1
     if logged.errors:
         lines += ["## Errors", ""]
         lines += [f"- {e.get('ts', '')}: {safe_markdown(str(e.get('message', '')))}" for e in logged.errors]

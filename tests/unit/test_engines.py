@@ -132,7 +132,7 @@ def test_an_unavailable_chat_engine_answers_with_its_reason_and_the_question_is_
 
     engines = core_engines.Engines(Unavailable(ModelLoadError("The chat server did not answer within 10 s.", "Try later.")))
     session = ChatSession(settings)
-    (asked,) = turn.ask(session, engines, turn.TurnInput(text="Are you there?"))
+    asked = turn.ask(session, engines, turn.TurnInput(text="Are you there?"))
     done = list(turn.answer(session, engines, asked.index, GenerationOptions()))[-1]
     assert done.answer.status == "error" and "did not answer within 10 s" in done.answer.note
     assert read_session(session.log.path).conversation.exchanges[0].question.text == "Are you there?"

@@ -238,7 +238,7 @@ def test_an_error_event_mid_stream_keeps_the_partial_reply(serve, settings):
     server = serve(sse("one ", "two ", error={"message": "CUDA out of memory", "code": 500}, done=False))
     engines = turn.Engines(connect(server))
     session = ChatSession(settings)
-    asked = next(turn.ask(session, engines, turn.TurnInput(text="count")))
+    asked = turn.ask(session, engines, turn.TurnInput(text="count"))
     answer = list(turn.answer(session, engines, asked.index, OPTIONS))[-1].answer
     assert answer.text == "one two " and answer.status == "partial"
     assert "CUDA out of memory" in answer.note and "incomplete" in answer.note
@@ -358,8 +358,8 @@ def test_a_failing_transcription_server_is_a_notice_in_the_chat(serve, settings)
     with pytest.raises(TranscriptionError, match="503"):
         transcriber.transcribe(tone(1.0))
     engines = turn.Engines(RemoteChatModel(transcriber.client, MODEL, server.base_url), transcriber)
-    events = list(turn.ask(ChatSession(settings), engines, turn.TurnInput(audio=wav_bytes(tone(1.0)))))
-    assert isinstance(events[0], turn.Rejected) and "speech server" in events[0].notice.text
+    rejected = turn.ask(ChatSession(settings), engines, turn.TurnInput(audio=wav_bytes(tone(1.0))))
+    assert isinstance(rejected, turn.Rejected) and "speech server" in rejected.notice.text
 
 
 def test_language_names_become_codes():
@@ -372,8 +372,8 @@ def test_image_question_through_a_turn_sends_the_uploaded_image(serve, settings)
     server = serve(sse("A square."))
     engines = turn.Engines(connect(server))
     session = ChatSession(settings)
-    for asked in turn.ask(session, engines, turn.TurnInput(text="What?", image=png_bytes((64, 48), "white"))):
-        assert list(turn.answer(session, engines, asked.index, OPTIONS))[-1].answer.text == "A square."
+    asked = turn.ask(session, engines, turn.TurnInput(text="What?", image=png_bytes((64, 48), "white")))
+    assert list(turn.answer(session, engines, asked.index, OPTIONS))[-1].answer.text == "A square."
     content = server.posts()[0]["body"]["messages"][0]["content"]
     assert np.asarray(decode(content[0]["image_url"]["url"]).convert("RGB")).min() >= 250  # white, as uploaded
 
