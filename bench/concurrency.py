@@ -40,8 +40,9 @@ from bench.scene import QUESTION, picture  # noqa: E402
 from core import turn  # noqa: E402
 from core.chat_session import ChatSession  # noqa: E402
 from core.config import Settings  # noqa: E402
-from core.remote import LocalServer, RemoteChatModel  # noqa: E402
+from core.remote import RemoteChatModel  # noqa: E402
 from core.vlm import GenerationOptions, LlavaModel  # noqa: E402
+from tests.local_server import LocalServer  # noqa: E402
 
 
 def conversation(settings: Settings, engines: turn.Engines, options: GenerationOptions, image: bytes) -> dict:

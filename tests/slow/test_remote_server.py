@@ -14,10 +14,11 @@ from core import turn
 from core.chat_session import ChatSession
 from core.conversation import Exchange, Question
 from core.errors import GenerationError, ModelLoadError
-from core.remote import LocalServer, RemoteChatModel
+from core.remote import RemoteChatModel
 from core.session_log import read_session
 from core.vlm import GenerationOptions, LlavaModel
 from tests.conftest import png_bytes
+from tests.local_server import LocalServer
 
 pytestmark = pytest.mark.slow
 OPTIONS = GenerationOptions(temperature=0, max_new_tokens=16)

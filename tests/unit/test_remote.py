@@ -18,12 +18,11 @@ from PIL import Image
 from core import turn
 from core.chat_session import ChatSession
 from core.conversation import Answer, Exchange, Question
-from core.errors import GenerationError, ModelLoadError
+from core.errors import GenerationError, ModelLoadError, TranscriptionError
 from core.remote import (
     MAX_IMAGE_SIDE,
     RemoteChatModel,
     RemoteTranscriber,
-    TranscriptionError,
     image_data_url,
     language_code,
     openai_messages,

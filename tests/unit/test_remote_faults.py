@@ -16,8 +16,8 @@ import pytest
 from core import turn
 from core.chat_session import ChatSession
 from core.conversation import Exchange, Question
-from core.errors import GenerationError, ModelLoadError
-from core.remote import RemoteChatModel, RemoteTranscriber, TranscriptionError
+from core.errors import GenerationError, ModelLoadError, TranscriptionError
+from core.remote import RemoteChatModel, RemoteTranscriber
 from core.vlm import GenerationOptions
 from tests.fakes import tone, wav_bytes
 
