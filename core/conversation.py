@@ -8,7 +8,7 @@ conversation (shown and logged) but are not sent.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable, Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 from core.errors import GenerationError
 
@@ -151,13 +151,17 @@ def image_digests(exchanges: Sequence[Exchange]) -> list[str]:
     return [e.question.image for e in exchanges if e.question.image]
 
 
-def trim(exchanges: Sequence[Exchange], fits: Callable[[list[Exchange]], bool]) -> list[Exchange]:
-    """Drop the oldest exchanges until fits() says yes; never the image exchange nor the last one.
+def trimmings(exchanges: Sequence[Exchange]) -> Iterator[list[Exchange]]:
+    """The exchanges to try, longest first: all of them, then without the oldest one that may go,
+    and so on; never without the image exchange nor the last one. The caller takes the first that
+    fits (its prompt's length, or the server's answer, decides).
 
-    Raises GenerationError when even the image exchange and the question alone do not fit.
+    Raises GenerationError when asked for another after the shortest: even the image exchange and
+    the question alone do not fit.
     """
     kept = list(exchanges)
-    while not fits(kept):
+    while True:
+        yield list(kept)
         droppable = [i for i, e in enumerate(kept[:-1]) if not e.question.image]
         if not droppable:
             raise GenerationError(
@@ -165,4 +169,3 @@ def trim(exchanges: Sequence[Exchange], fits: Callable[[list[Exchange]], bool]) 
                 "Ask a shorter question or start a new session.",
             )
         del kept[droppable[0]]
-    return kept

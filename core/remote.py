@@ -27,7 +27,7 @@ import numpy as np
 import openai
 from PIL import Image
 
-from core.conversation import Exchange, build_messages, image_digests, trim
+from core.conversation import Exchange, build_messages, image_digests, trimmings
 from core.engines import HEARTBEAT_S, GenerationOptions, TokenCounts, Transcript
 from core.errors import GenerationError, TranscriptionError
 from core.media import SAMPLE_RATE, wav_bytes
@@ -153,22 +153,17 @@ class RemoteChatModel:
 
     def _open(self, exchanges: Sequence[Exchange], images, options: GenerationOptions):
         """Start a streamed completion; on "context too long" drop the oldest exchanges and retry."""
-        opened = None
-
-        def fits(candidate: list[Exchange]) -> bool:
-            nonlocal opened
+        for kept in trimmings(exchanges):  # raises GenerationError after the shortest
             try:
-                opened = self._request(self.messages(candidate, images, options.system_prompt), options)
-                return True
+                opened = self._request(self.messages(kept, images, options.system_prompt), options)
             except openai.BadRequestError as e:
-                if any(word in detail(e).lower() for word in CONTEXT_WORDS) and len(candidate) > 1:
-                    return False
+                if any(word in detail(e).lower() for word in CONTEXT_WORDS) and len(kept) > 1:
+                    continue
                 raise
-
-        kept = trim(exchanges, fits)
-        if len(kept) < len(exchanges):
-            logger.info("trimmed %d old exchanges to fit the server's context", len(exchanges) - len(kept))
-        return opened
+            if len(kept) < len(exchanges):
+                logger.info("trimmed %d old exchanges to fit the server's context", len(exchanges) - len(kept))
+            return opened
+        raise AssertionError("unreachable: trimmings() raises when nothing is left to drop")
 
     def _request(self, messages: list[dict], options: GenerationOptions):
         request: dict = dict(model=self.model, messages=messages, stream=True, max_tokens=options.max_new_tokens,
