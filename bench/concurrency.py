@@ -70,7 +70,7 @@ def one_round(n: int, settings, engines, options, image) -> tuple[list[dict], fl
         barrier.wait()
         try:
             results[i] = conversation(settings, engines, options, image)
-        except Exception as e:  # reported below, after every thread has ended
+        except Exception as e:  # noqa: BLE001  (reported below, after every thread has ended)
             errors.append(e)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]

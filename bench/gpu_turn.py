@@ -297,7 +297,7 @@ def part_stt(ctx) -> None:
             "transformers Whisper large-v3-turbo generate()": hf_turbo,
         }
         times = {name: [] for name in engines}
-        for name, run in engines.items():
+        for run in engines.values():
             run()
         for _ in range(8):
             for name, run in engines.items():

@@ -20,7 +20,6 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -30,6 +29,7 @@ from PIL import Image
 from core.conversation import Exchange, build_messages, image_digests, trimmings
 from core.engines import HEARTBEAT_S, GenerationOptions, TokenCounts, Transcript
 from core.errors import GenerationError, TranscriptionError
+from core.lru import LRU
 from core.media import SAMPLE_RATE, wav_bytes
 from core.openai_server import (
     MALFORMED,
@@ -114,8 +114,7 @@ class RemoteChatModel:
         self.note = note
         self._usage_in_stream = True  # ask for the token count in the last chunk until the server refuses
         self.generated = TokenCounts()  # reply text -> tokens, as the server counted them
-        self._images: OrderedDict[str, str] = OrderedDict()  # image digest -> data URL
-        self._images_lock = threading.Lock()
+        self._images: LRU[str, str] = LRU(32)  # image digest -> data URL
 
     @classmethod
     def connect(cls, base_url: str, api_key: str | None, model: str | None, token_timeout_s: float = 300.0,
@@ -136,15 +135,9 @@ class RemoteChatModel:
 
     def _image_url(self, key: str, image: Image.Image) -> str:
         """Encode each image once (key: its content digest): every turn of its visual context sends it again."""
-        with self._images_lock:
-            if key in self._images:
-                self._images.move_to_end(key)
-                return self._images[key]
-        url = image_data_url(image)
-        with self._images_lock:
-            self._images[key] = url
-            while len(self._images) > 32:
-                self._images.popitem(last=False)
+        if (url := self._images.get(key)) is None:
+            url = image_data_url(image)
+            self._images.put(key, url)
         return url
 
     def messages(self, exchanges: Sequence[Exchange], images: Mapping[str, Image.Image], system_prompt: str = "") -> list[dict]:
@@ -214,7 +207,7 @@ class RemoteChatModel:
             if not received:
                 raise UnexpectedAnswer("its answer was not a stream of chat completion chunks")
             out.put(("end", None))
-        except Exception as e:  # a thread boundary: the reader's thread raises (or translates) it
+        except Exception as e:  # noqa: BLE001  (a thread boundary: the reader's thread raises or translates it)
             out.put(("error", e))
         finally:
             if chunks is not None:

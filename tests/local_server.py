@@ -28,7 +28,7 @@ class LocalServer:
         self.continuous_batching = continuous_batching
         self.start_timeout_s = start_timeout_s
         self.process: subprocess.Popen | None = None
-        self.log = tempfile.TemporaryFile()  # its stdout and stderr, for the error message and notes
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115  (its stdout and stderr while it runs; read by output())
         self.base_url = ""
 
     def __enter__(self) -> "LocalServer":
