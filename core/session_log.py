@@ -409,6 +409,8 @@ def read_session(path: Path) -> LoggedSession:
         try:
             if kind == "question":
                 question = Question(**_fields(record, Question))
+                if type(record["turn"]) is not int:  # the number History, the index and the exports show
+                    raise TypeError(f"turn {record['turn']!r} is not a number")
                 if record["turn"] in by_turn:  # the question was edited: it replaces the old one
                     index = by_turn[record["turn"]]
                     items[index] = replace(items[index], question=question, answer=None)
