@@ -40,14 +40,15 @@ from bench.scene import QUESTION, picture  # noqa: E402
 from core import turn  # noqa: E402
 from core.chat_session import ChatSession  # noqa: E402
 from core.config import Settings  # noqa: E402
-from core.remote import LocalServer, RemoteChatModel  # noqa: E402
+from core.remote import RemoteChatModel  # noqa: E402
 from core.vlm import GenerationOptions, LlavaModel  # noqa: E402
+from tests.local_server import LocalServer  # noqa: E402
 
 
 def conversation(settings: Settings, engines: turn.Engines, options: GenerationOptions, image: bytes) -> dict:
     """One turn with an image; its time to first token, tokens and largest place in the queue."""
     session = ChatSession(settings)
-    asked = next(turn.ask(session, engines, turn.TurnInput(text=QUESTION, image=image)))
+    asked = turn.ask(session, engines, turn.TurnInput(text=QUESTION, image=image))
     start, first, ahead, answer = time.perf_counter(), None, 0, None
     for event in turn.answer(session, engines, asked.index, options, speak=False):
         if isinstance(event, turn.Token) and first is None:
@@ -69,7 +70,7 @@ def one_round(n: int, settings, engines, options, image) -> tuple[list[dict], fl
         barrier.wait()
         try:
             results[i] = conversation(settings, engines, options, image)
-        except Exception as e:  # reported below, after every thread has ended
+        except Exception as e:  # noqa: BLE001  (reported below, after every thread has ended)
             errors.append(e)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]

@@ -129,7 +129,7 @@ def app_turn(settings, llava, transcriber, audio: bytes, image: bytes, options) 
     speaker = TimedSpeaker()
     engines = Engines(llava, transcriber, speaker)
     start = time.perf_counter()
-    asked = next(turn.ask(session, engines, turn.TurnInput(audio=audio)))
+    asked = turn.ask(session, engines, turn.TurnInput(audio=audio))
     if not isinstance(asked, turn.Asked):
         raise RuntimeError(f"turn rejected: {asked}")
     marks = {"stt_s": time.perf_counter() - start}
@@ -297,7 +297,7 @@ def part_stt(ctx) -> None:
             "transformers Whisper large-v3-turbo generate()": hf_turbo,
         }
         times = {name: [] for name in engines}
-        for name, run in engines.items():
+        for run in engines.values():
             run()
         for _ in range(8):
             for name, run in engines.items():
@@ -333,7 +333,7 @@ def part_recompile(ctx) -> None:
     for i in range(20):
         if i == 10:
             session.attach_image(_png(1024, 600))  # another image, another size
-        asked = next(turn.ask(session, engines, turn.TurnInput(text=f"Question {i}: " + "tell me more " * (i % 4))))
+        asked = turn.ask(session, engines, turn.TurnInput(text=f"Question {i}: " + "tell me more " * (i % 4)))
         options = GenerationOptions(temperature=0 if i % 3 else 0.7, max_new_tokens=[40, 120, 250, 64][i % 4])
         done = None
         for event in turn.answer(session, engines, asked.index, options, speak=False):

@@ -174,7 +174,7 @@ def ours_turn(settings, chat, transcriber, audio: bytes, image: bytes, options, 
     seen: dict[str, float] = {}
     first_sentence, chunks, done = "", [], None
     start = time.perf_counter()
-    asked = next(turn.ask(session, engines, turn.TurnInput(audio=audio)))
+    asked = turn.ask(session, engines, turn.TurnInput(audio=audio))
     if not isinstance(asked, turn.Asked):
         raise RuntimeError(f"turn rejected: {asked}")
     seen["stt_s"] = time.perf_counter() - start

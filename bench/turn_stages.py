@@ -31,13 +31,13 @@ from core.vlm import GenerationOptions, LlavaModel  # noqa: E402
 
 
 def run_turn(session, engines, turn_input, options) -> dict[str, float]:
-    for event in turn.ask(session, engines, turn_input):
-        if isinstance(event, turn.Asked):
-            for done in turn.answer(session, engines, event.index, options, timings=event.timings):
-                if isinstance(done, turn.Done):
-                    return done.answer.timings
-        raise RuntimeError(f"turn rejected: {event}")
-    raise RuntimeError("no turn")
+    asked = turn.ask(session, engines, turn_input)
+    if not isinstance(asked, turn.Asked):
+        raise RuntimeError(f"turn rejected: {asked}" if asked else "no turn")
+    reply = turn.answer(session, engines, asked.index, options, timings=asked.timings)
+    for _ in reply:
+        pass
+    return reply.answer.timings
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from core.config import Settings
 from core.conversation import Answer, Conversation, Exchange, Notice, Question, image_digests
 from core.errors import InvalidImage
 from core.media import ImageInput, load_image
-from core.session_log import LogFolderError, SessionLog, Turn, media_path, read_session, save_media, session_path
+from core.session_log import LogFolderError, SessionLog, media_path, read_session, save_media, session_path
 
 # The longest question kept, in characters (the chat box takes no more: pages/chat.py). Longer text
 # reaching a session some other way is cut, with a notice: beyond this the index, the search
@@ -33,7 +33,6 @@ class ChatSession:
         self.images: dict[str, Image.Image] = {}  # digest -> the normalised image (previews come from its file)
         self.pending_image: str | None = None  # set from the sidebar, taken by the next question
         self._log: SessionLog | None = None
-        self._turns: dict[int, Turn] = {}  # item index -> its number in the log, for questions asked here
 
     @classmethod
     def resume(cls, settings: Settings, session_id: str) -> "ChatSession":
@@ -103,19 +102,28 @@ class ChatSession:
             question = replace(question, image=self.pending_image)
             self.pending_image = None
         index = self.conversation.ask(question)
-        turn = self._turns[index] = Turn()  # numbered by the log: another tab may be writing it too
-        self.log.question(turn, question)
+        self.log.question(self.exchange(index).turn, question)  # numbered by the log: another tab may write it too
         return index
+
+    def exchange(self, index: int) -> Exchange:
+        """The exchange at item index (what the page and core.turn address an exchange by)."""
+        exchange = self.conversation.items[index]
+        if not isinstance(exchange, Exchange):
+            raise IndexError(f"item {index} is a notice, not an exchange")
+        return exchange
 
     def edit(self, index: int, text: str) -> None:
         """Replace the text of a question; its answer is dropped (to be generated again)."""
-        question = replace(self.conversation.items[index].question, text=text)
-        self.conversation.items[index] = Exchange(question)
-        self.log.question(self._turn(index), question)
+        exchange = self.conversation.unanswer(index, text)
+        self.log.question(exchange.turn, exchange.question)
+
+    def regenerate(self, index: int) -> None:
+        """Drop the answer at index, to be generated again; the new answer replaces it in the log."""
+        self.conversation.unanswer(index)
 
     def answer(self, index: int, answer: Answer) -> None:
         self.conversation.answer(index, answer)
-        self.log.answer(self._turn(index), answer)
+        self.log.answer(self.exchange(index).turn, answer)
 
     def notify(self, notice: Notice) -> None:
         self.conversation.notify(notice)
@@ -123,15 +131,12 @@ class ChatSession:
 
     def feedback(self, index: int, score: int | None) -> None:
         self.conversation.set_feedback(index, score)
-        self.log.feedback(self._turn(index), score)
+        self.log.feedback(self.exchange(index).turn, score)
 
-    def turn_number(self, index: int) -> int:
-        """The exchange number (0, 1, ...) of the item at index, as the log has it."""
-        turn = self._turns.get(index)
-        if turn is not None and turn.number is not None:
-            return turn.number
-        return sum(isinstance(item, Exchange) for item in self.conversation.items[:index])
+    def error(self, index: int, message: str, detail: str = "") -> None:
+        """Log an error of the exchange at index (its number may be given later, when the log can be written)."""
+        self.log.error(message, self.exchange(index).turn, detail)
 
-    def _turn(self, index: int) -> Turn:
-        """The log's number of the exchange at index (given when its question is written)."""
-        return self._turns.get(index) or Turn(self.turn_number(index))
+    def turn_number(self, index: int) -> int | None:
+        """The log's number (0, 1, ...) of the exchange at index; None while its question waits to be written."""
+        return self.exchange(index).turn.number

@@ -8,7 +8,7 @@ conversation (shown and logged) but are not sent.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable, Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 from core.errors import GenerationError
 
@@ -35,10 +35,27 @@ class Answer:
     feedback: int | None = None  # st.feedback thumbs: 1 up, 0 down
 
 
+class Turn:
+    """An exchange's number in its session (0, 1, ...), given once, when the log writes its question:
+    the next after the highest the file holds, read under a lock, so that two tabs continuing one
+    session never write the same number. None until then (the log folder may be failing: records
+    that name this Turn get its number when they are written). The log, History, the exports and
+    error records all use this number; the page addresses an exchange by its position in items."""
+
+    __slots__ = ("number",)
+
+    def __init__(self, number: int | None = None):
+        self.number = number
+
+    def __repr__(self) -> str:
+        return f"Turn({self.number})"
+
+
 @dataclass(frozen=True)
 class Exchange:
     question: Question
     answer: Answer | None = None
+    turn: Turn = field(default_factory=Turn, compare=False)  # the same object for the exchange's whole life
 
 
 @dataclass(frozen=True)
@@ -82,6 +99,14 @@ class Conversation:
     def answer(self, index: int, answer: Answer) -> None:
         self.items[index] = replace(self.items[index], answer=answer)
 
+    def unanswer(self, index: int, text: str | None = None) -> Exchange:
+        """Drop the answer at index (to be written again), with the question's text replaced if given;
+        the exchange keeps its turn. Returns the new exchange."""
+        exchange = self.items[index]
+        question = exchange.question if text is None else replace(exchange.question, text=text)
+        self.items[index] = replace(exchange, question=question, answer=None)
+        return self.items[index]
+
     def notify(self, notice: Notice) -> None:
         self.items.append(notice)
 
@@ -90,9 +115,12 @@ class Conversation:
         if isinstance(exchange, Exchange) and exchange.answer:
             self.items[index] = replace(exchange, answer=replace(exchange.answer, feedback=score))
 
-    def visual_context(self) -> list[Exchange]:
-        """Exchanges the model sees: from the latest one with an image to the end."""
-        exchanges = self.exchanges
+    def visual_context(self, upto: int | None = None) -> list[Exchange]:
+        """Exchanges the model sees to answer the exchange at item index upto (the last one when
+        None): from the latest one with an image, up to and including it. Found by position: two
+        exchanges may be equal (the same question asked twice, neither answered)."""
+        items = self.items if upto is None else self.items[: upto + 1]
+        exchanges = [item for item in items if isinstance(item, Exchange)]
         for start in range(len(exchanges) - 1, -1, -1):
             if exchanges[start].question.image:
                 return exchanges[start:]
@@ -123,13 +151,17 @@ def image_digests(exchanges: Sequence[Exchange]) -> list[str]:
     return [e.question.image for e in exchanges if e.question.image]
 
 
-def trim(exchanges: Sequence[Exchange], fits: Callable[[list[Exchange]], bool]) -> list[Exchange]:
-    """Drop the oldest exchanges until fits() says yes; never the image exchange nor the last one.
+def trimmings(exchanges: Sequence[Exchange]) -> Iterator[list[Exchange]]:
+    """The exchanges to try, longest first: all of them, then without the oldest one that may go,
+    and so on; never without the image exchange nor the last one. The caller takes the first that
+    fits (its prompt's length, or the server's answer, decides).
 
-    Raises GenerationError when even the image exchange and the question alone do not fit.
+    Raises GenerationError when asked for another after the shortest: even the image exchange and
+    the question alone do not fit.
     """
     kept = list(exchanges)
-    while not fits(kept):
+    while True:
+        yield list(kept)
         droppable = [i for i, e in enumerate(kept[:-1]) if not e.question.image]
         if not droppable:
             raise GenerationError(
@@ -137,4 +169,3 @@ def trim(exchanges: Sequence[Exchange], fits: Callable[[list[Exchange]], bool]) 
                 "Ask a shorter question or start a new session.",
             )
         del kept[droppable[0]]
-    return kept

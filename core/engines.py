@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from typing import Callable, Iterator, Mapping, Protocol, Sequence
@@ -26,6 +25,7 @@ from PIL import Image
 
 from core.conversation import Exchange
 from core.errors import AppError, ModelLoadError
+from core.lru import LRU
 
 logger = logging.getLogger(__name__)
 
@@ -76,25 +76,15 @@ class Transcriber(Protocol):
         ...
 
 
-class TokenCounts:
+class TokenCounts(LRU[str, int]):
     """Tokens of recent replies as they were generated, for tokens/s: re-tokenizing a reply can
     count differently (and a server's tokenizer is not at hand). Thread-safe, the newest kept."""
 
     def __init__(self, size: int = 256):
-        self.size = size
-        self._counts: OrderedDict[str, int] = OrderedDict()
-        self._lock = threading.Lock()
+        super().__init__(size)
 
     def remember(self, text: str, tokens: int) -> None:
-        with self._lock:
-            self._counts[text] = tokens
-            self._counts.move_to_end(text)
-            while len(self._counts) > self.size:
-                self._counts.popitem(last=False)
-
-    def get(self, text: str) -> int | None:
-        with self._lock:
-            return self._counts.get(text)
+        self.put(text, tokens)
 
 
 @dataclass(frozen=True)

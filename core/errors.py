@@ -33,3 +33,7 @@ class GenerationError(AppError):
 
 class SpeechError(AppError):
     """Text-to-speech failed; the text reply is still there."""
+
+
+class TranscriptionError(AppError):
+    """The speech server could not transcribe the recording."""

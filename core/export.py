@@ -16,10 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Literal
 
-from PIL import Image
-
-from core.conversation import Answer, Conversation, Exchange, Notice, Question
+from core.conversation import Answer, Conversation, Exchange, Notice, Question, Turn
+from core.errors import InvalidImage
 from core.markup import safe_markdown
+from core.media import preview
 from core.session_log import FORMAT_VERSION, LoggedSession, media_path, read_session, session_path
 
 JSON_FORMAT = "talk-with-a-picture/session"
@@ -32,7 +32,7 @@ def session_to_dict(logged: LoggedSession) -> dict:
         if isinstance(item, Notice):
             items.append({"type": "notice", **asdict(item)})
         else:
-            items.append({"type": "exchange", "question": asdict(item.question),
+            items.append({"type": "exchange", "turn": item.turn.number, "question": asdict(item.question),
                           "answer": asdict(item.answer) if item.answer else None})
     return {"format": JSON_FORMAT, "version": FORMAT_VERSION, "id": logged.session_id, "header": logged.header,
             "updated": logged.updated, "items": items, "errors": logged.errors, "notes": logged.notes}
@@ -47,13 +47,14 @@ def session_from_json(text: str) -> LoggedSession:
     data = json.loads(text)
     if not isinstance(data, dict) or data.get("format") != JSON_FORMAT:
         raise ValueError("not a session exported by this app")
-    items = []
+    items: list = []
     for item in data["items"]:
         if item["type"] == "notice":
             items.append(Notice(item["text"], item.get("level", "error")))
         else:
             answer = item.get("answer")
-            items.append(Exchange(Question(**item["question"]), Answer(**answer) if answer else None))
+            number = item.get("turn", len([i for i in items if isinstance(i, Exchange)]))  # older exports: counted
+            items.append(Exchange(Question(**item["question"]), Answer(**answer) if answer else None, Turn(number)))
     return LoggedSession(data["id"], data["header"], Conversation(items), data.get("errors", []),
                          data.get("notes", []), data.get("version", FORMAT_VERSION), data.get("updated", ""))
 
@@ -71,34 +72,38 @@ def session_to_markdown(logged: LoggedSession, log_dir: Path, images: Literal["e
              f"- Turns: {len(logged.conversation.exchanges)}", ""]
     for note in logged.notes:
         lines.append(f"> Note: {safe_markdown(note)}")
-    turn = 0
     for item in logged.conversation.items:
         if isinstance(item, Notice):
             lines += [f"> **{item.level.title()}:** {safe_markdown(item.text)}", ""]
             continue
-        question, answer = item.question, item.answer
-        lines += [f"## Turn {turn + 1}", ""]
-        if question.image:
-            lines += [_image(log_dir, question.image, images, media_prefix), ""]
-        if question.audio and images == "link" and (path := media_path(log_dir, question.audio)):
-            lines += [f"[Recording]({media_prefix}{path.name})", ""]
-        said = "said" if question.source == "voice" else "wrote"
-        lines += [f"**You** ({said}, {question.language}):", "", _quote(safe_markdown(question.text)), ""]
-        if answer is None:
-            lines += ["*(no reply)*", ""]
-        else:
-            lines += ["**Assistant:**", "", safe_markdown(answer.text) or "*(no text)*", ""]
-            if answer.status != "complete":
-                lines += [f"*Reply {answer.status}{': ' + safe_markdown(answer.note) if answer.note else ''}*", ""]
-            if answer.audio and images == "link" and (path := media_path(log_dir, answer.audio)):
-                lines += [f"[Spoken reply]({media_prefix}{path.name})", ""]
-            if answer.timings:
-                lines += ["Timings: " + ", ".join(f"{k} {v:.2f}" for k, v in answer.timings.items()), ""]
-        turn += 1
+        lines += _exchange(item, log_dir, images, media_prefix)
     if logged.errors:
         lines += ["## Errors", ""]
         lines += [f"- {e.get('ts', '')}: {safe_markdown(str(e.get('message', '')))}" for e in logged.errors]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _exchange(exchange: Exchange, log_dir: Path, images: str, media_prefix: str) -> list[str]:
+    """One turn as Markdown lines: its image, recording, question, reply, note, spoken reply, timings."""
+    question, answer = exchange.question, exchange.answer
+    lines = [f"## Turn {exchange.turn.number + 1}", ""]
+    if question.image:
+        lines += [_image(log_dir, question.image, images, media_prefix), ""]
+    if question.audio and images == "link" and (path := media_path(log_dir, question.audio)):
+        lines += [f"[Recording]({media_prefix}{path.name})", ""]
+    said = "said" if question.source == "voice" else "wrote"
+    lines += [f"**You** ({said}, {question.language}):", "", _quote(safe_markdown(question.text)), ""]
+    if answer is None:
+        lines += ["*(no reply)*", ""]
+    else:
+        lines += ["**Assistant:**", "", safe_markdown(answer.text) or "*(no text)*", ""]
+        if answer.status != "complete":
+            lines += [f"*Reply {answer.status}{': ' + safe_markdown(answer.note) if answer.note else ''}*", ""]
+        if answer.audio and images == "link" and (path := media_path(log_dir, answer.audio)):
+            lines += [f"[Spoken reply]({media_prefix}{path.name})", ""]
+        if answer.timings:
+            lines += ["Timings: " + ", ".join(f"{k} {v:.2f}" for k, v in answer.timings.items()), ""]
+    return lines
 
 
 def export_zip(log_dir: Path, session_ids: Iterable[str]) -> bytes:
@@ -128,11 +133,11 @@ def _image(log_dir: Path, digest: str, mode: str, prefix: str) -> str:
         return "*(image missing)*"
     if mode == "link":
         return f"![image]({prefix}{path.name})"
-    with Image.open(path) as image:
-        image.thumbnail((PREVIEW_PIXELS, PREVIEW_PIXELS))
-        out = io.BytesIO()
-        image.convert("RGB").save(out, "JPEG", quality=80)
-    return f"![image](data:image/jpeg;base64,{base64.b64encode(out.getvalue()).decode()})"
+    try:
+        small = preview(path.read_bytes(), PREVIEW_PIXELS)  # the page's previews are made the same way
+    except (InvalidImage, OSError):
+        return "*(image unreadable)*"
+    return f"![image](data:image/jpeg;base64,{base64.b64encode(small).decode()})"
 
 
 def _quote(text: str) -> str:

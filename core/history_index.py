@@ -357,8 +357,8 @@ def _insert(db: sqlite3.Connection, session_id: str, mtime: int, size: int, logg
     db.executemany("INSERT INTO media VALUES (?, ?)", [(session_id, d) for d in logged.media()])
     db.executemany(
         "INSERT INTO turns (session_id, turn, question, answer) VALUES (?, ?, ?, ?)",
-        [(session_id, turn, e.question.text[:MAX_INDEXED_CHARS], e.answer.text[:MAX_INDEXED_CHARS] if e.answer else "")
-         for turn, e in enumerate(exchanges)])
+        [(session_id, e.turn.number, e.question.text[:MAX_INDEXED_CHARS], e.answer.text[:MAX_INDEXED_CHARS] if e.answer else "")
+         for e in exchanges])
 
 
 def _created_from_id(session_id: str) -> str:

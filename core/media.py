@@ -241,6 +241,18 @@ def load_audio(data: bytes, *, max_seconds: float) -> AudioInput:
     return audio
 
 
+def wav_bytes(samples: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:
+    """16-bit PCM WAV of float32 mono samples (16 kHz: what every transcription server reads)."""
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm)
+    return buffer.getvalue()
+
+
 def _too_long(length: str, max_seconds: float) -> InvalidAudio:
     return InvalidAudio(f"The recording is {length} long; the limit is {max_seconds:.0f} s.", "Ask a shorter question.")
 

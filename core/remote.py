@@ -4,235 +4,58 @@
 The server holds the model and batches requests, so these engines have no lock: turns from
 different sessions run at the same time. Talking HTTP is the openai SDK's job; what is here is
 the translation: exchanges and PIL images -> chat messages with data URLs, the streamed chunks
--> text, and every failure of the server (an HTTP error, no answer in time, a body that is not
-the JSON or the event stream expected) -> an AppError that names the server and says what to fix.
+-> text, and every failure of the server -> an AppError that names the server and says what to fix.
 
-Waits are budgets for the whole request, retries included, so that a hanging server costs a
-page at most that long: the start-up check (/v1/models) one attempt of PROBE_TIMEOUT_S; a
-reply's first chunk FIRST_CHUNK_TIMEOUT_S; a transcription TRANSCRIBE_TIMEOUT_S. Retries
-(408/409/429/5xx and lost connections, backoff doubling from RETRY_BACKOFF_S, honouring
-Retry-After) are done here, not by the SDK, so that they stay within those budgets. A reply is
-read in a worker thread: the caller's thread waits on a queue and watches the Stop event.
-
-Credentials in a base URL (http://user:password@host/v1) never reach a message, a log line or
-the Authorization header as Basic auth: the client is made with the URL without them, and the
-password is sent as the bearer API key when no API key is set.
+The client, its budgets and retries, and what each failure means are core.openai_server's: the
+start-up check (/v1/models) is one attempt of PROBE_TIMEOUT_S; a reply's first chunk must come
+within FIRST_CHUNK_TIMEOUT_S, a transcription within TRANSCRIBE_TIMEOUT_S, retries included. A
+reply is read in a worker thread: the caller's thread waits on a queue and watches the Stop event.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import json
 import logging
-import os
 import queue
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-import wave
-from collections import OrderedDict
-from pathlib import Path
 from typing import Iterator, Mapping, Sequence
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 import openai
 from PIL import Image
 
-from core.config import masked_url
-from core.conversation import Exchange, build_messages, image_digests, trim
+from core.conversation import Exchange, build_messages, image_digests, trimmings
 from core.engines import HEARTBEAT_S, GenerationOptions, TokenCounts, Transcript
-from core.errors import AppError, GenerationError, ModelLoadError
-from core.media import SAMPLE_RATE
+from core.errors import GenerationError, TranscriptionError
+from core.lru import LRU
+from core.media import SAMPLE_RATE, wav_bytes
+from core.openai_server import (
+    MALFORMED,
+    MAX_RETRIES,
+    PROBE_TIMEOUT_S,
+    UnexpectedAnswer,
+    budget,
+    detail,
+    explain,
+    malformed,
+    open_server,
+    pick_model,
+    retry_wait,
+    served_models,
+    shown_url,
+)
 
 logger = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 10.0  # to open a connection; the read timeout is the longest wait for one chunk
-PROBE_TIMEOUT_S = 10.0  # the start-up check (GET /v1/models): one attempt, no retries, all of it
 FIRST_CHUNK_TIMEOUT_S = 60.0  # a reply's first text: the whole request, retries included
 TRANSCRIBE_TIMEOUT_S = 60.0  # a transcription: the whole request, retries included
 STOP_POLL_S = 0.1  # a reply being waited for checks the Stop event this often
-MAX_RETRIES = 3  # retries of one request (408, 409, 429, 5xx, connection errors), within its budget
-RETRY_BACKOFF_S = 0.5  # the first wait before a retry; it doubles, up to MAX_BACKOFF_S
-MAX_BACKOFF_S = 8.0
 MAX_IMAGE_SIDE = 2048  # pixels; larger images are scaled down before sending (LLaVA sees <= 1344)
 JPEG_QUALITY = 90  # photos go as JPEG; images with transparency as PNG
-NO_KEY = "EMPTY"  # sent when no API key is set: local servers ignore it, the SDK requires one
-DETAIL_CHARS = 300  # longest server message quoted to the user
 # How servers say that the prompt and max_tokens do not fit (vLLM, OpenAI, TGI); the oldest exchanges are then dropped.
 CONTEXT_WORDS = ("maximum context", "context length", "context window", "too long", "max_model_len", "must be <=")
-# What the SDK raises when a body is not the JSON it expects: json.JSONDecodeError and pydantic's
-# ValidationError are ValueErrors; a body of the wrong type (HTML, a list) fails as attribute or type errors.
-MALFORMED = (ValueError, TypeError, AttributeError, KeyError)
-
-
-class TranscriptionError(AppError):
-    """The speech server could not transcribe the recording."""
-
-
-class UnexpectedAnswer(ValueError):
-    """The server answered, but not with what an OpenAI-compatible server sends."""
-
-
-def without_credentials(base_url: str) -> tuple[str, str | None]:
-    """(the URL without its user:password part, the password or None)."""
-    parts = urlsplit(base_url)
-    if "@" not in parts.netloc:
-        return base_url, None
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=host)), unquote(parts.password) if parts.password else None
-
-
-def make_client(base_url: str, api_key: str | None, timeout_s: float, max_retries: int = MAX_RETRIES) -> openai.OpenAI:
-    """A client of the server at base_url. A password in the URL (http://user:password@host/v1) is
-    sent as the bearer API key when api_key is not set; the URL itself goes without it."""
-    url, password = without_credentials(base_url)
-    return openai.OpenAI(
-        base_url=url,
-        api_key=api_key or password or NO_KEY,
-        timeout=openai.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s)),
-        max_retries=max_retries,
-    )
-
-
-def shown_url(base_url: str) -> str:
-    """The base URL without any user:password part (or query), for messages and logs."""
-    return masked_url(base_url)
-
-
-def budget(client: openai.OpenAI, seconds: float) -> openai.OpenAI:
-    """The client for one attempt that waits at most about `seconds` (no retries of its own)."""
-    return client.with_options(max_retries=0, timeout=openai.Timeout(seconds, connect=min(CONNECT_TIMEOUT_S, seconds)))
-
-
-def retry_wait(error: openai.APIError, attempt: int, max_retries: int, deadline: float) -> float | None:
-    """Seconds to wait before retrying a failed attempt; None: do not retry (the error is final,
-    the retries are spent, or the wait would pass the request's deadline)."""
-    if attempt >= max_retries:
-        return None
-    if isinstance(error, openai.APIStatusError):
-        if error.status_code not in (408, 409, 429) and error.status_code < 500:
-            return None
-        wait = retry_after(error.response.headers) or min(RETRY_BACKOFF_S * 2**attempt, MAX_BACKOFF_S)
-    elif isinstance(error, openai.APIConnectionError):
-        wait = min(RETRY_BACKOFF_S * 2**attempt, MAX_BACKOFF_S)
-    else:
-        return None
-    return wait if time.monotonic() + wait < deadline else None
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """The wait a 429/503 asks for (Retry-After in seconds, or retry-after-ms), if any and sane."""
-    for name, divisor in (("retry-after-ms", 1000), ("retry-after", 1)):
-        try:
-            seconds = float(headers.get(name, "")) / divisor
-        except ValueError:
-            continue
-        if 0 < seconds <= MAX_BACKOFF_S * 8:
-            return seconds
-    return None
-
-
-def malformed(error: Exception) -> str:
-    """What was wrong with a body the server sent, in a few words."""
-    if isinstance(error, json.JSONDecodeError):
-        return f"invalid JSON: {error.msg} at character {error.pos}"
-    if isinstance(error, UnexpectedAnswer):
-        return str(error)
-    return f"unexpected content: {type(error).__name__}: {' '.join(str(error).split())[:DETAIL_CHARS]}"
-
-
-def served_models(client: openai.OpenAI) -> list[str] | None:
-    """Model ids the server lists at /v1/models; None when it has no such endpoint.
-    Raises UnexpectedAnswer (or another of MALFORMED) when the listing is not one."""
-    try:
-        data = client.models.list().data
-    except openai.NotFoundError:
-        return None
-    if not isinstance(data, list) or not all(isinstance(getattr(m, "id", None), str) for m in data):
-        raise UnexpectedAnswer(f"/models did not list models: {str(data)[:80]}")
-    return [model.id for model in data]
-
-
-def pick_model(requested: str | None, served: list[str] | None, where: str, variable: str, prefer: str = "") -> str:
-    """The model name to send: the one asked for, checked against the server's list, or the
-    server's only model (or its only one whose id contains prefer)."""
-    if requested:
-        if served is None or requested in served or f"{requested}:latest" in served:  # Ollama's default tag
-            return requested
-        raise ModelLoadError(
-            f"The server at {where} has no model named {requested!r} (it serves: {', '.join(served) or 'nothing'}).",
-            f"Set {variable} to one of them.",
-        )
-    candidates = [m for m in served or [] if prefer.lower() in m.lower()] if prefer else list(served or [])
-    if len(candidates) == 1:
-        return candidates[0]
-    listed = f" (it serves: {', '.join(served)})" if served else ""
-    raise ModelLoadError(f"Which model of the server at {where} should answer{listed}?", f"Set {variable}.")
-
-
-def detail(error: openai.APIError) -> str:
-    """The server's own words from an error body, whatever its shape (OpenAI, vLLM, FastAPI, Ollama)."""
-    body = error.body
-    for _ in range(3):
-        if isinstance(body, Mapping):
-            body = next((body[k] for k in ("message", "detail", "error") if body.get(k)), None)
-    text = body if isinstance(body, str) and body else error.message
-    return " ".join(str(text).split())[:DETAIL_CHARS]
-
-
-def open_server(base_url: str, api_key: str | None, timeout_s: float, max_retries: int, what: str,
-                model: str | None, variables: tuple[str, str, str],
-                probe_timeout_s: float = PROBE_TIMEOUT_S) -> tuple[openai.OpenAI, str, list[str] | None]:
-    """A client for the server, its URL as shown to users, and the models it serves.
-    The check is one attempt of at most probe_timeout_s: a page waits no longer for a dead server.
-    variables: the (base URL, API key, model) settings the user would fix; a failure names them."""
-    url_variable, key_variable, model_variable = variables
-    client = make_client(base_url, api_key, timeout_s, max_retries)
-    where = shown_url(base_url)
-    try:
-        return client, where, served_models(budget(client, probe_timeout_s))
-    except openai.APITimeoutError as e:
-        raise ModelLoadError(f"The {what} server at {where} did not answer within {probe_timeout_s:.0f} s.",
-                             f"Check that it is running and that {url_variable} is right.") from e
-    except openai.APIError as e:
-        message, hint = explain(e, where, what, model or "", key_variable, model_variable)
-        raise ModelLoadError(message, hint or f"Check {url_variable}.") from e
-    except MALFORMED as e:
-        logger.warning("%s server at %s: unexpected answer to /models: %r", what, where, e)
-        raise ModelLoadError(f"The {what} server at {where} did not answer like an OpenAI-compatible server "
-                             f"({malformed(e)}).", f"Check {url_variable}: the server's base URL, usually ending in /v1.") from e
-
-
-def explain(error: openai.APIError, where: str, what: str, model: str, key_variable: str, model_variable: str,
-            served: list[str] | None = None) -> tuple[str, str]:
-    """(message, hint) for the user about a failed request to the server at where."""
-    if isinstance(error, openai.APITimeoutError):
-        return f"The {what} server at {where} sent nothing in time.", "Try again; it may be overloaded."
-    if isinstance(error, openai.APIConnectionError):
-        cause = error.__cause__ or error.__context__
-        because = f" ({cause})" if cause and str(cause) else ""
-        return f"Cannot reach the {what} server at {where}{because}.", "Check that it is running and the base URL is right."
-    if isinstance(error, (openai.AuthenticationError, openai.PermissionDeniedError)):
-        return (f"The {what} server at {where} refused the API key ({error.status_code}: {detail(error)}).",
-                f"Set {key_variable} to a key it accepts.")
-    if isinstance(error, (openai.NotFoundError, openai.BadRequestError, openai.UnprocessableEntityError)):
-        if served is not None and model not in served and f"{model}:latest" not in served:
-            return (f"The {what} server at {where} has no model named {model!r} (it serves: {', '.join(served)}).",
-                    f"Set {model_variable} to one of them.")
-        if isinstance(error, openai.NotFoundError):
-            return (f"The {what} server at {where} answered 404 ({detail(error)}).",
-                    "Check the base URL: it usually ends in /v1.")
-        return f"The {what} server at {where} refused the request ({error.status_code}: {detail(error)}).", ""
-    if isinstance(error, openai.RateLimitError):
-        return f"The {what} server at {where} is busy (429: {detail(error)}), even after retrying.", "Try again in a minute."
-    if isinstance(error, openai.APIStatusError):
-        return f"The {what} server at {where} failed ({error.status_code}: {detail(error)}).", "Try again."
-    return f"The {what} server at {where} failed: {detail(error)}.", "Try again."
 
 
 def image_data_url(image: Image.Image) -> str:
@@ -291,8 +114,7 @@ class RemoteChatModel:
         self.note = note
         self._usage_in_stream = True  # ask for the token count in the last chunk until the server refuses
         self.generated = TokenCounts()  # reply text -> tokens, as the server counted them
-        self._images: OrderedDict[str, str] = OrderedDict()  # image digest -> data URL
-        self._images_lock = threading.Lock()
+        self._images: LRU[str, str] = LRU(32)  # image digest -> data URL
 
     @classmethod
     def connect(cls, base_url: str, api_key: str | None, model: str | None, token_timeout_s: float = 300.0,
@@ -313,15 +135,9 @@ class RemoteChatModel:
 
     def _image_url(self, key: str, image: Image.Image) -> str:
         """Encode each image once (key: its content digest): every turn of its visual context sends it again."""
-        with self._images_lock:
-            if key in self._images:
-                self._images.move_to_end(key)
-                return self._images[key]
-        url = image_data_url(image)
-        with self._images_lock:
-            self._images[key] = url
-            while len(self._images) > 32:
-                self._images.popitem(last=False)
+        if (url := self._images.get(key)) is None:
+            url = image_data_url(image)
+            self._images.put(key, url)
         return url
 
     def messages(self, exchanges: Sequence[Exchange], images: Mapping[str, Image.Image], system_prompt: str = "") -> list[dict]:
@@ -330,22 +146,17 @@ class RemoteChatModel:
 
     def _open(self, exchanges: Sequence[Exchange], images, options: GenerationOptions):
         """Start a streamed completion; on "context too long" drop the oldest exchanges and retry."""
-        opened = None
-
-        def fits(candidate: list[Exchange]) -> bool:
-            nonlocal opened
+        for kept in trimmings(exchanges):  # raises GenerationError after the shortest
             try:
-                opened = self._request(self.messages(candidate, images, options.system_prompt), options)
-                return True
+                opened = self._request(self.messages(kept, images, options.system_prompt), options)
             except openai.BadRequestError as e:
-                if any(word in detail(e).lower() for word in CONTEXT_WORDS) and len(candidate) > 1:
-                    return False
+                if any(word in detail(e).lower() for word in CONTEXT_WORDS) and len(kept) > 1:
+                    continue
                 raise
-
-        kept = trim(exchanges, fits)
-        if len(kept) < len(exchanges):
-            logger.info("trimmed %d old exchanges to fit the server's context", len(exchanges) - len(kept))
-        return opened
+            if len(kept) < len(exchanges):
+                logger.info("trimmed %d old exchanges to fit the server's context", len(exchanges) - len(kept))
+            return opened
+        raise AssertionError("unreachable: trimmings() raises when nothing is left to drop")
 
     def _request(self, messages: list[dict], options: GenerationOptions):
         request: dict = dict(model=self.model, messages=messages, stream=True, max_tokens=options.max_new_tokens,
@@ -396,7 +207,7 @@ class RemoteChatModel:
             if not received:
                 raise UnexpectedAnswer("its answer was not a stream of chat completion chunks")
             out.put(("end", None))
-        except Exception as e:  # a thread boundary: the reader's thread raises (or translates) it
+        except Exception as e:  # noqa: BLE001  (a thread boundary: the reader's thread raises or translates it)
             out.put(("error", e))
         finally:
             if chunks is not None:
@@ -485,18 +296,6 @@ def chunk_parts(chunk) -> Iterator[tuple[str, object]]:
             yield "text", piece
 
 
-def wav_bytes(samples: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:
-    """16-bit PCM WAV of float32 mono samples (16 kHz: what every transcription server reads)."""
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(pcm)
-    return buffer.getvalue()
-
-
 def language_code(name: str | None) -> str | None:
     """ISO 639-1 code of a language that a server reports as a code ("en") or a name ("english")."""
     if not name:
@@ -582,59 +381,3 @@ class RemoteTranscriber:
                     raise
                 self._verbose = False  # e.g. gpt-4o-transcribe: json only, no language
         return client.audio.transcriptions.create(response_format="json", **request)
-
-
-class LocalServer:
-    """`transformers serve MODEL_DIR` on a free loopback port, for tests and benchmarks:
-
-        with LocalServer(folder) as server:
-            model = RemoteChatModel.connect(server.base_url, None, None)
-    """
-
-    def __init__(self, model_dir: str, continuous_batching: bool = False, start_timeout_s: float = 180.0):
-        self.model_dir = str(model_dir)
-        self.continuous_batching = continuous_batching
-        self.start_timeout_s = start_timeout_s
-        self.process: subprocess.Popen | None = None
-        self.log = tempfile.TemporaryFile()  # its stdout and stderr, for the error message and notes
-        self.base_url = ""
-
-    def __enter__(self) -> "LocalServer":
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        command = [str(Path(sys.executable).with_name("transformers")), "serve", self.model_dir,
-                   "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
-        if self.continuous_batching:
-            command.append("--continuous-batching")
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
-        self.base_url = f"http://127.0.0.1:{port}/v1"
-        client = make_client(self.base_url, None, 5.0, max_retries=0)
-        deadline = time.monotonic() + self.start_timeout_s
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                if served_models(client):
-                    return self
-            except openai.APIError:
-                time.sleep(0.5)
-        self.__exit__()
-        raise RuntimeError(f"transformers serve did not start: {self.output()[-2000:]}")
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    def kill(self) -> None:
-        """End the server at once (SIGKILL), as a crash would."""
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=30)
-
-    def __exit__(self, *exc) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()

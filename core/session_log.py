@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from core.conversation import Answer, Conversation, Exchange, Notice, Question
+from core.conversation import Answer, Conversation, Exchange, Notice, Question, Turn
 from core.errors import AppError
 
 logger = logging.getLogger(__name__)
@@ -145,17 +145,6 @@ def folder_problem(log_dir: Path, error: OSError) -> LogFolderError:
                               "Give the app's user write access to it, or set LOG_DIR to another folder.")
     return LogFolderError(f"The log folder {log_dir} cannot be used ({error.strerror or error}).",
                           "Check that its disk is mounted and has space, or set LOG_DIR to another folder.")
-
-
-class Turn:
-    """The number of a new exchange, given when its question is written to the log: the next after
-    the highest the file holds, read under a lock, so that two tabs continuing one session never
-    write the same number (the second question would read as an edit of the first)."""
-
-    __slots__ = ("number",)
-
-    def __init__(self, number: int | None = None):
-        self.number = number  # None until the question is in the file
 
 
 class SessionLog:
@@ -420,20 +409,22 @@ def read_session(path: Path) -> LoggedSession:
         try:
             if kind == "question":
                 question = Question(**_fields(record, Question))
+                if type(record["turn"]) is not int:  # the number History, the index and the exports show
+                    raise TypeError(f"turn {record['turn']!r} is not a number")
                 if record["turn"] in by_turn:  # the question was edited: it replaces the old one
-                    items[by_turn[record["turn"]]] = Exchange(question)
+                    index = by_turn[record["turn"]]
+                    items[index] = replace(items[index], question=question, answer=None)
                 else:
                     by_turn[record["turn"]] = len(items)
-                    items.append(Exchange(question))
+                    items.append(Exchange(question, turn=Turn(record["turn"])))
             elif kind == "answer":
                 index = by_turn[record["turn"]]
-                answer = Answer(**_fields(record, Answer))
-                items[index] = Exchange(items[index].question, answer)
+                items[index] = replace(items[index], answer=Answer(**_fields(record, Answer)))
             elif kind == "feedback":
                 index = by_turn[record["turn"]]
                 exchange = items[index]
                 if exchange.answer:
-                    items[index] = Exchange(exchange.question, replace(exchange.answer, feedback=record.get("score")))
+                    items[index] = replace(exchange, answer=replace(exchange.answer, feedback=record.get("score")))
             elif kind == "notice":
                 items.append(Notice(**_fields(record, Notice)))
             elif kind == "error":

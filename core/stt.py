@@ -21,6 +21,10 @@ WINDOW_S = 30  # Whisper hears 30 s at a time; a shorter question is decoded in 
 CUDA_SIZE = "turbo"  # large-v3-turbo: better than medium and 5x faster on an H100 (DESIGN.md)
 CPU_SIZE = "base"
 PROBE = np.zeros(SAMPLE_RATE, dtype=np.float32)  # 1 s of silence, transcribed once at load on a GPU
+# What a failed download raises, the one failure the bundled tiny.en stands in for: no network
+# (urllib's URLError, used by openai-whisper), the hub's errors and a missing cache entry offline
+# (huggingface_hub's are OSErrors). Anything else (a bad model folder, a bug) is a load error.
+DOWNLOAD_FAILED = (OSError,)
 
 
 class FasterWhisperTranscriber:
@@ -147,7 +151,7 @@ def load_transcriber(
 def _openai_whisper(size: str, device: str, can_fall_back: bool) -> tuple[Transcriber, str]:
     try:
         return OpenAIWhisperTranscriber(size, device), ""
-    except Exception:
+    except DOWNLOAD_FAILED:
         bundled = bundled_tiny_en()
         if not can_fall_back or bundled is None:
             raise
@@ -164,7 +168,7 @@ def _faster_whisper(size: str, device: str, can_fall_back: bool) -> tuple[Transc
         return FasterWhisperTranscriber(bundled, device, "faster-whisper tiny.en (bundled)"), note
     try:
         return FasterWhisperTranscriber(size, device), ""
-    except Exception:
+    except DOWNLOAD_FAILED:
         if not can_fall_back or bundled is None:
             raise
         note = f"Whisper {size} could not be downloaded: using the bundled tiny.en (English only). Set WHISPER_MODEL for another."

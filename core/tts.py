@@ -6,10 +6,8 @@ import io
 import logging
 import subprocess
 import tempfile
-import threading
 import time
 import wave
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -17,6 +15,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 from core.errors import SpeechError
+from core.lru import LRU
 
 logger = logging.getLogger(__name__)
 
@@ -46,24 +45,21 @@ class Speaker(Protocol):
         ...
 
 
-class _Cache:
-    def __init__(self, size: int = CACHE_SIZE):
-        self._items: OrderedDict[tuple[str, str], Speech] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
+class CachedSpeaker:
+    """A speaker that says each (text, language) once: a sentence repeated (a greeting, a regenerated
+    reply) comes from memory."""
 
-    def get(self, key):
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        return None
+    def __init__(self, speaker: Speaker, size: int = CACHE_SIZE):
+        self.speaker = speaker
+        self.name = speaker.name
+        self._cache: LRU[tuple[str, str], Speech] = LRU(size)
 
-    def put(self, key, speech: Speech) -> None:
-        with self._lock:
-            self._items[key] = speech
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
+    def speak(self, text: str, language: str = "en") -> Speech:
+        if cached := self._cache.get((text, language)):
+            return cached
+        speech = self.speaker.speak(text, language)
+        self._cache.put((text, language), speech)
+        return speech
 
 
 class GTTSSpeaker:
@@ -74,7 +70,6 @@ class GTTSSpeaker:
     def __init__(self, timeout_s: float = GTTS_TIMEOUT_S):
         self.timeout_s = timeout_s
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gtts")
-        self._cache = _Cache()
 
     def _synthesise(self, text: str, language: str) -> bytes:
         from gtts import gTTS
@@ -84,22 +79,20 @@ class GTTSSpeaker:
         return buffer.getvalue()
 
     def speak(self, text: str, language: str = "en") -> Speech:
-        key = (text, language)
-        if cached := self._cache.get(key):
-            return cached
+        from gtts.tts import gTTSError
+
         # gTTS has no timeout of its own: wait for it in a pool, give up after timeout_s.
         future = self._pool.submit(self._synthesise, text, language)
         try:
             audio = future.result(timeout=self.timeout_s)
         except FutureTimeout as e:
             raise SpeechError(f"gTTS did not answer within {self.timeout_s:.0f} s.") from e
-        except Exception as e:  # gTTSError (offline, HTTP 429, ...) or ValueError (language)
+        except (gTTSError, ValueError, AssertionError) as e:
+            # offline, HTTP 429, ...; a language it lacks; nothing left to say after its own cleaning
             raise SpeechError(f"gTTS failed: {e}") from e
         if not audio:
             raise SpeechError("gTTS returned no audio.")
-        speech = Speech(audio, "mp3", self.name)
-        self._cache.put(key, speech)
-        return speech
+        return Speech(audio, "mp3", self.name)
 
 
 class EspeakSpeaker:
@@ -109,7 +102,6 @@ class EspeakSpeaker:
 
     def __init__(self, words_per_minute: int = 165):
         self.words_per_minute = words_per_minute
-        self._cache = _Cache()
 
     def _run(self, text: str, voice: str) -> bytes:
         with tempfile.TemporaryDirectory() as tmp:
@@ -124,9 +116,6 @@ class EspeakSpeaker:
             return out.read_bytes()
 
     def speak(self, text: str, language: str = "en") -> Speech:
-        key = (text, language)
-        if cached := self._cache.get(key):
-            return cached
         try:
             try:
                 audio = self._run(text, language)
@@ -136,9 +125,7 @@ class EspeakSpeaker:
             raise SpeechError("espeak-ng is not installed (apt-get install espeak-ng).") from e
         except (subprocess.SubprocessError, OSError) as e:
             raise SpeechError(f"espeak-ng failed: {e}") from e
-        speech = Speech(audio, "wav", self.name)
-        self._cache.put(key, speech)
-        return speech
+        return Speech(audio, "wav", self.name)
 
 
 class FallbackSpeaker:
@@ -181,8 +168,8 @@ def make_speaker(engine: str) -> Speaker | None:
     if engine == "none":
         return None
     if engine == "espeak":
-        return EspeakSpeaker()
-    return FallbackSpeaker(GTTSSpeaker(), EspeakSpeaker())
+        return CachedSpeaker(EspeakSpeaker())
+    return FallbackSpeaker(CachedSpeaker(GTTSSpeaker()), CachedSpeaker(EspeakSpeaker()))
 
 
 def join_speech(parts: Sequence[Speech]) -> Speech:

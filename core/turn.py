@@ -1,4 +1,4 @@
-"""One turn, end to end, as a generator of events that the page renders.
+"""One turn, end to end: ask() returns what was asked; answer() a Reply whose events the page renders.
 
     input (text | image | recording) -> validate -> transcribe -> question (logged)
       -> wait for the model (in-process: first come, first served) -> stream tokens -> cut sentences -> speak each (in a worker)
@@ -15,11 +15,11 @@ import threading
 import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 from core.chat_session import ChatSession
-from core.conversation import Answer, Notice, Question
+from core.conversation import Answer, Notice, Question, Status
 from core.engines import Engines, GenerationOptions, Transcriber, Transcript
 from core.errors import AppError, InvalidAudio, SpeechError
 from core.fair_queue import Ticket, queue_for
@@ -92,49 +92,66 @@ class Done:  # the answer is in the conversation and the log
     answer: Answer
 
 
-@dataclass
+Event = Waiting | Working | Token | Sentence | Spoken | Done
+
+
 class _Clock:
-    start: float = field(default_factory=time.perf_counter)
-    marks: dict[str, float] = field(default_factory=dict)
+    """A turn's timings, in seconds since its start (or since a given moment)."""
 
-    def mark(self, name: str, since: float | None = None) -> None:
-        self.marks.setdefault(name, round(time.perf_counter() - (self.start if since is None else since), 4))
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    def since(self, moment: float | None = None) -> float:
+        return round(time.perf_counter() - (self.start if moment is None else moment), 4)
+
+    def first(self, name: str, moment: float | None = None) -> None:
+        """Time the first occurrence of something (the first token, sentence, audio); later ones change nothing."""
+        if name not in self.timings:
+            self.timings[name] = self.since(moment)
+
+    def add(self, name: str, seconds: float) -> None:
+        """Add to a total (the time spent speaking, sentence by sentence)."""
+        self.timings[name] = round(self.timings.get(name, 0.0) + seconds, 4)
 
 
-def ask(session: ChatSession, engines: Engines, turn_input: TurnInput) -> Iterator[Rejected | Asked]:
+def ask(session: ChatSession, engines: Engines, turn_input: TurnInput) -> Rejected | Asked | None:
     """Validate the input, transcribe a recording, and add the question to the conversation.
 
-    Yields Asked, or Rejected (a notice, logged) for bad input or a failing speech engine, or
-    nothing when there is nothing to ask.
+    Returns Asked, or Rejected (a notice, logged) for bad input or a failing speech engine, or
+    None when there is nothing to ask.
     """
     clock = _Clock()
     try:
         if turn_input.image is not None:
             session.attach_image(turn_input.image)
-        text, source, language, audio_digest = turn_input.text.strip(), "text", turn_input.language, None
+        question = Question(text=turn_input.text.strip(), language=turn_input.language)
         if turn_input.audio is not None:
-            if engines.transcriber is None:
-                raise InvalidAudio("Speech recognition is not available.", "Type your question instead.")
-            audio = load_audio(turn_input.audio, max_seconds=session.settings.max_audio_seconds)
-            transcript = _transcribe(session, engines.transcriber, audio)
-            clock.mark("stt_s")
-            if not transcript.text:
-                raise InvalidAudio("I heard nothing — try again.", "Speak a little louder or closer.")
-            save_media(session.log_dir, audio.data, audio.digest, "wav")  # kept only with a question that uses it
-            text = f"{transcript.text}\n\n{text}".strip()
-            source, language, audio_digest = "voice", transcript.language, audio.digest
+            question = _spoken(session, engines, question, turn_input.audio)
+            clock.first("stt_s")
     except AppError as e:
         notice = Notice(str(e))
         session.notify(notice)
-        yield Rejected(notice)
-        return
-    if not text:
+        return Rejected(notice)
+    if not question.text:
         if not session.pending_image:
-            return  # nothing to ask
-        text = DEFAULT_IMAGE_QUESTION
-    question = Question(text=text, source=source, language=language, audio=audio_digest)
+            return None  # nothing to ask
+        question = replace(question, text=DEFAULT_IMAGE_QUESTION)
     index = session.ask(question)
-    yield Asked(index, session.conversation.items[index].question, clock.marks)
+    return Asked(index, session.exchange(index).question, clock.timings)
+
+
+def _spoken(session: ChatSession, engines: Engines, typed: Question, recording: bytes) -> Question:
+    """The question with the transcript of the recording before any typed text; the recording is kept."""
+    if engines.transcriber is None:
+        raise InvalidAudio("Speech recognition is not available.", "Type your question instead.")
+    audio = load_audio(recording, max_seconds=session.settings.max_audio_seconds)
+    transcript = _transcribe(session, engines.transcriber, audio)
+    if not transcript.text:
+        raise InvalidAudio("I heard nothing — try again.", "Speak a little louder or closer.")
+    save_media(session.log_dir, audio.data, audio.digest, "wav")  # kept only with a question that uses it
+    return Question(text=f"{transcript.text}\n\n{typed.text}".strip(), source="voice", language=transcript.language,
+                    audio=audio.digest)
 
 
 def _transcribe(session: ChatSession, transcriber: Transcriber, audio: AudioInput) -> Transcript:
@@ -144,7 +161,7 @@ def _transcribe(session: ChatSession, transcriber: Transcriber, audio: AudioInpu
         return transcriber.transcribe(audio.samples)
     except AppError:
         raise
-    except Exception as e:  # the boundary: whatever the engine raised, the turn goes on
+    except Exception as e:  # noqa: BLE001  (the boundary: whatever the engine raised, the turn goes on)
         logger.exception("transcription failed")
         session.log.error(f"transcription failed: {e!r}", None, traceback.format_exc())
         raise TranscriptionFailed(
@@ -153,122 +170,163 @@ def _transcribe(session: ChatSession, transcriber: Transcriber, audio: AudioInpu
         ) from e
 
 
-def answer(
-    session: ChatSession,
-    engines: Engines,
-    index: int,
-    options: GenerationOptions,
-    speak: bool = True,
-    stop: threading.Event | None = None,
-    timings: dict[str, float] | None = None,
-) -> Iterator[Waiting | Working | Token | Sentence | Spoken | Done]:
-    """Generate, stream and speak the answer to the question at index; log it.
+class Reply:
+    """The reply to the question at item index, being written: iterate it for the events
+    (Waiting, Working, Token, Sentence, Spoken, then Done); afterwards `.answer` holds what was
+    kept (complete, partial, stopped or error), which is also in the conversation and the log.
 
-    timings: those of asking (stt_s), kept with the answer's own.
+    Closing it early (Stop, a rerun, a closed tab) keeps the text written so far, marked stopped.
     """
-    clock = _Clock()
-    stop = stop or threading.Event()
-    question = session.conversation.items[index].question
-    context = session.conversation.visual_context()
-    context = context[: context.index(session.conversation.items[index]) + 1]
-    speaker = engines.speaker if speak else None
-    speech_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts") if speaker else None
-    pending: list[Future] = []
-    spoken: list[Speech] = []
-    notes: list[str] = []
-    text, status = "", "complete"
-    splitter = SentenceSplitter()
 
-    def say(sentence: str) -> None:
-        if speech_pool and (words := speakable(sentence)):
-            pending.append(speech_pool.submit(_timed_speak, speaker, words, question.language))
+    def __init__(self, session: ChatSession, engines: Engines, index: int, options: GenerationOptions,
+                 speak: bool = True, stop: threading.Event | None = None, timings: dict[str, float] | None = None):
+        self.session, self.engines, self.index, self.options = session, engines, index, options
+        self.stop = stop or threading.Event()
+        self.asked_timings = timings or {}  # those of asking (stt_s), kept with the answer's own
+        self.question = session.exchange(index).question
+        self.context = session.conversation.visual_context(upto=index)
+        self.speaker = engines.speaker if speak else None
+        self.clock = _Clock()
+        self.text = ""
+        self.status: Status = "complete"
+        self.notes: list[str] = []  # shown under the reply, in this order
+        self.spoken: list[Speech] = []
+        self.answer: Answer | None = None  # set when the reply is over
+        self._splitter = SentenceSplitter()
+        self._speech: list[Future] = []  # sentences being spoken, in order
+        self._speech_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts") if self.speaker else None
+        self._finished = False
+        self._events = self._run()
 
-    def ready_speech(wait: bool) -> Iterator[Spoken]:
-        while pending and (wait or pending[0].done()):
+    def __iter__(self) -> "Reply":
+        return self
+
+    def __next__(self) -> Event:
+        return next(self._events)
+
+    def close(self) -> None:
+        """End the reply now (what a rerun does to the page's loop): what was written is kept, as stopped."""
+        self._events.close()
+
+    def _run(self) -> Iterator[Event]:
+        try:
             try:
-                speech, seconds = pending.pop(0).result()
-            except SpeechError as e:
-                if (note := f"Speech failed: {e}") not in notes:  # once per reply, however many sentences fail
-                    notes.append(note)
-                continue
-            clock.mark("first_audio_s")
-            clock.marks["tts_s"] = round(clock.marks.get("tts_s", 0.0) + seconds, 4)
-            if speech.note and speech.note not in notes:
-                notes.append(speech.note)
-            spoken.append(speech)
-            yield Spoken(speech)
+                yield from self._generate()
+            except AppError as e:
+                self._failed(f"{e} The reply above is incomplete." if self.text else str(e), str(e))
+            except Exception as e:  # noqa: BLE001  (a bug: keep the turn, show a short message, log the traceback)
+                logger.exception("generation failed")
+                self._failed(f"Something went wrong while writing the reply ({type(e).__name__}: {e}).", repr(e))
+            if self.status != "complete":
+                self.stop.set()
+            for sentence in self._splitter.flush():
+                yield Sentence(sentence)
+                if self.status == "complete":
+                    self._say(sentence)
+            yield from self._ready_speech(wait=True)
+            yield Done(self.index, self._finish())
+        finally:
+            if not self._finished:  # the reader went away (Stop, a rerun, a closed tab): keep what was written
+                self.stop.set()
+                self._stopped("Stopped before the end.")
+                self._finish()
 
-    def finish() -> Answer:
-        """Record the answer as it stands (complete, partial or stopped)."""
-        if speech_pool:
-            speech_pool.shutdown(wait=False, cancel_futures=status != "complete")
-        tokens = engines.chat.count_tokens(text) if text else 0
-        if clock.marks.get("generate_s"):
-            clock.marks["tokens_per_s"] = round(tokens / clock.marks["generate_s"], 2)
-        clock.marks.update(timings or {})
-        clock.mark("total_s")
-        audio, audio_format = _store_speech(session, spoken, notes)
-        result = Answer(text, status, " ".join(notes), audio, audio_format, clock.marks)
-        session.answer(index, result)
-        return result
-
-    ticket = queue_for(engines.chat.lock).join() if engines.chat.lock is not None else None
-    try:
+    def _generate(self) -> Iterator[Event]:
+        """Wait for the model (when it serves one turn at a time), then stream the reply."""
+        lock = self.engines.chat.lock
+        ticket = queue_for(lock).join() if lock is not None else None
         try:
             if ticket is not None and not ticket.wait(timeout=0):
-                yield from _wait_for_the_model(ticket, stop)
-            clock.mark("wait_s")
-            if stop.is_set():  # while waiting: nothing was written
-                status = "stopped"
-                notes.insert(0, "Stopped while waiting for the model.")
-            generation_start = time.perf_counter()
-            for chunk in engines.chat.stream(context, session.images, options, stop) if status == "complete" else ():
-                if not chunk:  # the engine is still at work: the page gets a moment to act on Stop
-                    yield Working()
-                    if stop.is_set():
-                        break
-                    continue
-                clock.mark("ttft_s", since=generation_start)
-                text += chunk
-                yield Token(chunk)
-                for sentence in splitter.feed(chunk):
-                    clock.mark("first_sentence_s")
-                    yield Sentence(sentence)
-                    say(sentence)
-                yield from ready_speech(wait=False)
-                if stop.is_set():
-                    status = "stopped"
-                    break
-            clock.marks["generate_s"] = round(time.perf_counter() - generation_start, 4)
-            if stop.is_set() and status == "complete":  # the engine ended early because of Stop
-                status = "stopped"
-                notes.insert(0, "Stopped before the end.")
+                yield from _wait_for_the_model(ticket, self.stop)
+            self.clock.first("wait_s")
+            if self.stop.is_set():  # while waiting: nothing was written
+                self._stopped("Stopped while waiting for the model.")
+                return
+            yield from self._stream()
         finally:
             if ticket is not None:
                 ticket.leave()
-    except GeneratorExit:  # the reader went away (Stop, a rerun, a closed tab): keep what was written
-        status = "stopped"
-        stop.set()
-        notes.insert(0, "Stopped before the end.")
-        finish()
-        raise
-    except AppError as e:
-        status = "partial" if text else "error"
-        notes = [f"{e} The reply above is incomplete." if text else str(e)] + notes
-        session.log.error(str(e), session.turn_number(index), traceback.format_exc())
-    except Exception as e:  # a bug: keep the turn, show a short message, log the traceback
-        logger.exception("generation failed")
-        status = "partial" if text else "error"
-        notes = [f"Something went wrong while writing the reply ({type(e).__name__}: {e})."] + notes
-        session.log.error(repr(e), session.turn_number(index), traceback.format_exc())
-    if status != "complete":
-        stop.set()
-    for sentence in splitter.flush():
-        yield Sentence(sentence)
-        if status == "complete":
-            say(sentence)
-    yield from ready_speech(wait=True)
-    yield Done(index, finish())
+
+    def _stream(self) -> Iterator[Event]:
+        start = time.perf_counter()
+        chunks = self.engines.chat.stream(self.context, self.session.images, self.options, self.stop)
+        for chunk in chunks:
+            if not chunk:  # a heartbeat: the engine is still at work, the page gets a moment to act on Stop
+                yield Working()
+                if self.stop.is_set():
+                    break
+                continue
+            self.clock.first("ttft_s", start)
+            self.text += chunk
+            yield Token(chunk)
+            for sentence in self._splitter.feed(chunk):
+                self.clock.first("first_sentence_s")
+                yield Sentence(sentence)
+                self._say(sentence)
+            yield from self._ready_speech(wait=False)
+            if self.stop.is_set():
+                break
+        self.clock.timings["generate_s"] = self.clock.since(start)
+        if self.stop.is_set():  # Stop was pressed, or the engine ended early because of it
+            self._stopped("Stopped before the end.")
+
+    def _stopped(self, why: str) -> None:
+        if self.status == "complete":
+            self.status = "stopped"
+            self.notes.insert(0, why)
+
+    def _failed(self, note: str, logged: str) -> None:
+        self.status = "partial" if self.text else "error"
+        self.notes.insert(0, note)
+        self.session.error(self.index, logged, traceback.format_exc())
+
+    def _say(self, sentence: str) -> None:
+        if self._speech_pool and (words := speakable(sentence)):
+            self._speech.append(self._speech_pool.submit(_timed_speak, self.speaker, words, self.question.language))
+
+    def _ready_speech(self, wait: bool) -> Iterator[Spoken]:
+        """The spoken sentences that are ready (all of them, in order, when wait)."""
+        while self._speech and (wait or self._speech[0].done()):
+            try:
+                speech, seconds = self._speech.pop(0).result()
+            except SpeechError as e:
+                self._note(f"Speech failed: {e}")  # once per reply, however many sentences fail
+                continue
+            self.clock.first("first_audio_s")
+            self.clock.add("tts_s", seconds)
+            if speech.note:
+                self._note(speech.note)
+            self.spoken.append(speech)
+            yield Spoken(speech)
+
+    def _note(self, note: str) -> None:
+        if note not in self.notes:
+            self.notes.append(note)
+
+    def _finish(self) -> Answer:
+        """Record the answer as it stands (complete, partial or stopped)."""
+        self._finished = True
+        if self._speech_pool:
+            self._speech_pool.shutdown(wait=False, cancel_futures=self.status != "complete")
+        timings = self.clock.timings
+        if timings.get("generate_s"):
+            tokens = self.engines.chat.count_tokens(self.text) if self.text else 0
+            timings["tokens_per_s"] = round(tokens / timings["generate_s"], 2)
+        timings.update(self.asked_timings)
+        self.clock.first("total_s")
+        audio, audio_format = _store_speech(self.session, self.spoken, self.notes)
+        self.answer = Answer(self.text, self.status, " ".join(self.notes), audio, audio_format, timings)
+        self.session.answer(self.index, self.answer)
+        return self.answer
+
+
+def answer(session: ChatSession, engines: Engines, index: int, options: GenerationOptions, speak: bool = True,
+           stop: threading.Event | None = None, timings: dict[str, float] | None = None) -> Reply:
+    """Generate, stream and speak the answer to the question at index, and log it: a Reply to iterate.
+
+    timings: those of asking (stt_s), kept with the answer's own.
+    """
+    return Reply(session, engines, index, options, speak, stop, timings)
 
 
 def waiting_message(ahead: int) -> str:

@@ -15,7 +15,7 @@ from typing import Iterator, Mapping, Sequence
 
 from PIL import Image
 
-from core.conversation import Exchange, Question, build_messages, image_digests, trim
+from core.conversation import Exchange, Question, build_messages, image_digests, trimmings
 from core.decoding import WARM_UP_TOKENS, Decoder, Detokenizer, Sampling, shared_worker
 from core.engines import HEARTBEAT_S, ChatModel, GenerationOptions, TokenCounts  # noqa: F401  (ChatModel: what this implements)
 from core.errors import GenerationError, ModelLoadError
@@ -129,21 +129,19 @@ class LlavaModel:
         Returns (kept exchanges, model inputs, max new tokens). When only the image exchange and the
         question are left and still leave less room than asked for, the reply gets what remains.
         """
-        inputs = None
-
-        def fits(budget: int):
-            def check(candidate: list[Exchange]) -> bool:
-                nonlocal inputs
-                inputs = self.inputs(candidate, images, options.system_prompt)
-                return inputs["input_ids"].shape[1] + budget <= self.context_length
-
-            return check
-
         try:
-            kept = trim(exchanges, fits(options.max_new_tokens))
+            return self._fit(exchanges, images, options, room=options.max_new_tokens)
         except GenerationError:
-            kept = trim(exchanges, fits(MIN_REPLY_TOKENS))
-        return kept, inputs, min(options.max_new_tokens, self.context_length - inputs["input_ids"].shape[1])
+            return self._fit(exchanges, images, options, room=MIN_REPLY_TOKENS)
+
+    def _fit(self, exchanges, images, options: GenerationOptions, room: int):
+        """The longest trimming whose prompt leaves room tokens for the reply; GenerationError when none does."""
+        for kept in trimmings(exchanges):  # raises GenerationError after the shortest
+            inputs = self.inputs(kept, images, options.system_prompt)
+            length = inputs["input_ids"].shape[1]
+            if length + room <= self.context_length:
+                return kept, inputs, min(options.max_new_tokens, self.context_length - length)
+        raise AssertionError("unreachable: trimmings() raises when nothing is left to drop")
 
     def stream(self, exchanges, images, options: GenerationOptions, stop: threading.Event | None = None) -> Iterator[str]:
         stop = stop or threading.Event()

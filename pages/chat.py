@@ -1,21 +1,26 @@
-"""The conversation: image, chat input (text, image, voice), streamed reply, spoken answer."""
+"""The conversation: image, chat input (text, image, voice), streamed reply, spoken answer.
+
+A thin script: the sidebar gives the choices, the chat box the input, core.turn does the turn and
+ui.chat_view draws it. Callbacks get what they act on through args=; what lasts from one run to
+the next is in ui.state.
+"""
 
 from __future__ import annotations
 
-import threading
+from dataclasses import dataclass
 
 import streamlit as st
 
 from core import turn
 from core.chat_session import MAX_QUESTION_CHARS, ChatSession
 from core.config import Settings
-from core.conversation import Exchange, Notice
+from core.conversation import Notice
+from core.engines import Engines, GenerationOptions
 from core.errors import AppError
 from core.markup import safe_markdown, safe_stream
 from core.media import IMAGE_FORMATS
-from core.vlm import GenerationOptions
-from ui import chat_view, speech_queue
-from ui.account import signed_in_settings
+from ui import chat_view, speech_queue, state
+from ui.account import page_settings
 from ui.resources import engines_for
 
 LANGUAGES = {"en": "English", "fr": "Français", "de": "Deutsch", "es": "Español", "it": "Italiano",
@@ -23,29 +28,18 @@ LANGUAGES = {"en": "English", "fr": "Français", "de": "Deutsch", "es": "Españo
              "zh": "中文", "ko": "한국어", "ar": "العربية", "hi": "हिन्दी", "tr": "Türkçe"}
 IMAGE_TYPES = [fmt.lower() for fmt in IMAGE_FORMATS] + ["jpg"]
 
-try:
-    settings = signed_in_settings(Settings.from_env())
-except ValueError as e:  # a misspelt engine name in the environment
-    st.error(f"Configuration error: {e}. Fix the environment variable and restart the app.")
-    st.stop()
-engines, load_notes = engines_for(settings)
 
-if "chat" not in st.session_state or st.session_state.chat.log_dir != settings.log_dir:
-    # new here, or signed in as someone else since: never write into another user's folder
-    st.session_state.chat = ChatSession(settings, meta={"model": engines.chat.name})
-session: ChatSession = st.session_state.chat
-state = st.session_state
+@dataclass(frozen=True)
+class Choices:
+    """What the sidebar says about the next reply."""
+
+    speak: bool
+    language: str  # of typed questions
+    options: GenerationOptions
 
 
-def new_session() -> None:
-    state.chat = ChatSession(settings, meta={"model": engines.chat.name})
-    state.silence = True
-    state.pop("shown", None)
-    state.uploader = state.get("uploader", 0) + 1
-
-
-def on_sidebar_image() -> None:
-    upload = state.get(f"image-{state.get('uploader', 0)}")
+def on_sidebar_image(session: ChatSession, key: str) -> None:
+    upload = st.session_state.get(key)
     if upload is None:
         return
     try:
@@ -54,10 +48,12 @@ def on_sidebar_image() -> None:
         session.notify(Notice(str(e)))
 
 
-# ---- sidebar: image, settings, engines, timings
-with st.sidebar:
-    st.button("New session", icon=":material/add_comment:", on_click=new_session, use_container_width=True)
-    st.file_uploader("Image", type=IMAGE_TYPES, key=f"image-{state.get('uploader', 0)}", on_change=on_sidebar_image,
+def sidebar(settings: Settings, engines: Engines, session: ChatSession) -> Choices:
+    """Image, voice and generation settings, the engines in use; leaves room for the last turn's timings."""
+    st.button("New session", icon=":material/add_comment:", on_click=state.new_chat, args=(settings, engines.chat.name),
+              use_container_width=True)
+    st.file_uploader("Image", type=IMAGE_TYPES, key=state.image_key(), on_change=on_sidebar_image,
+                     args=(session, state.image_key()),
                      help="Or attach it in the chat box. A new image starts a new visual context.")
     if session.current_image:
         chat_view.draw_image(session.log_dir, session.current_image, side=chat_view.SIDEBAR_SIDE, width=None,
@@ -78,151 +74,152 @@ with st.sidebar:
         st.markdown(f"**Text to speech:** {engines.speaker.name if engines.speaker else 'off'}")
         st.caption("Set by environment variables (see README):")
         st.code("\n".join(f"{name} = {value}" for name, value in settings.as_rows()), language=None)
-    st.markdown("**Last turn**")
-    timings_box = st.empty()
-    if session.session_id:
-        st.caption(f"Session `{session.session_id}`")
-
-for note in load_notes:
-    st.info(note, icon=":material/info:")
-if state.pop("silence", False):  # Stop or New session was clicked: the spoken reply stops too
-    speech_queue.stop()
+    return Choices(speak, language, options)
 
 
-# ---- the conversation so far
-def last_exchange() -> int | None:
-    return session.conversation.last_exchange_index()
-
-
-def stream_answer(index: int, timings: dict | None = None) -> None:
+def stream_answer(session: ChatSession, engines: Engines, choices: Choices, index: int,
+                  timings: dict | None = None) -> None:
     """Draw the reply to the question at index as it is written, then speak it."""
-    stop = threading.Event()
     with st.chat_message("assistant"):
         status = st.empty()
         status.caption("Thinking…")
         beat = st.empty()
-        speech = speech_queue.SpeechQueue() if speak else None
-        finished = {}
-
-        def tokens():
-            for event in turn.answer(session, engines, index, options, speak=speak, stop=stop, timings=timings):
-                if isinstance(event, turn.Waiting):
-                    status.info(event.message, icon=":material/hourglass_top:")
-                elif isinstance(event, turn.Working):
-                    beat.empty()  # draws nothing; a Stop clicked meanwhile interrupts the run here
-                elif isinstance(event, turn.Token):
-                    status.empty()
-                    yield chat_view.escape(event.text)
-                elif isinstance(event, turn.Spoken) and speech:
-                    speech.play(event.speech.audio, event.speech.format)  # while the text goes on
-                elif isinstance(event, turn.Done):
-                    finished["answer"] = event.answer
-
+        speech = speech_queue.SpeechQueue() if choices.speak else None
+        reply = turn.answer(session, engines, index, choices.options, speak=choices.speak, timings=timings)
         stop_box = st.empty()
-        stop_box.button("Stop", icon=":material/stop_circle:", key=f"stop-{index}", on_click=silence,
+        stop_box.button("Stop", icon=":material/stop_circle:", key=f"stop-{index}", on_click=state.silence,
                         help="Stop writing and speaking; the reply so far is kept.")
-        stream = tokens()
         try:
-            st.write_stream(safe_stream(stream))
+            st.write_stream(safe_stream(text_of(reply, status, beat, speech)))
         finally:
-            stream.close()  # a rerun (Stop, any click) interrupts here: the partial reply is still logged
+            reply.close()  # a rerun (Stop, any click) interrupts here: the partial reply is still logged
         status.empty()
         stop_box.empty()
-        if answer := finished.get("answer"):
-            chat_view.draw_answer_extras(session, index, answer)  # the whole reply in one player, to replay
-            draw_actions(index)
+        if reply.answer is not None:
+            chat_view.draw_answer_extras(session, index, reply.answer)  # the whole reply in one player, to replay
+            draw_actions(session, index)
 
 
-def silence() -> None:
-    state.silence = True
+def text_of(reply: turn.Reply, status, beat, speech: speech_queue.SpeechQueue | None):
+    """The reply's text, as markdown, for st.write_stream; the other events drawn on the way."""
+    for event in reply:
+        if isinstance(event, turn.Waiting):
+            status.info(event.message, icon=":material/hourglass_top:")
+        elif isinstance(event, turn.Working):
+            beat.empty()  # draws nothing; a Stop clicked meanwhile interrupts the run here
+        elif isinstance(event, turn.Token):
+            status.empty()
+            yield chat_view.escape(event.text)
+        elif isinstance(event, turn.Spoken) and speech:
+            speech.play(event.speech.audio, event.speech.format)  # while the text goes on
 
 
-def show_more() -> None:
-    state.shown = state.get("shown", chat_view.SHOWN_TURNS) + chat_view.SHOWN_TURNS
-
-
-def draw_actions(index: int) -> None:
+def draw_actions(session: ChatSession, index: int) -> None:
     left, right = st.columns([1, 4])
-    left.button("Regenerate", icon=":material/refresh:", key=f"regen-{index}", on_click=request, args=("regenerate", index))
+    left.button("Regenerate", icon=":material/refresh:", key=f"regen-{index}", on_click=state.request,
+                args=("regenerate", index))
     with right.popover("Edit question", icon=":material/edit:"):
-        st.text_area("Question", session.conversation.items[index].question.text, key=f"edit-{index}")
-        st.button("Resend", key=f"resend-{index}", on_click=request, args=("edit", index))
+        st.text_area("Question", session.exchange(index).question.text, key=f"edit-{index}")
+        st.button("Resend", key=f"resend-{index}", on_click=state.request, args=("edit", index))
 
 
-def request(*action) -> None:
-    state.action = action
-
-
-# ---- the chat box (drawn at the bottom of the page wherever it is called)
-prompt = st.chat_input(
-    "Ask about the image…",
-    accept_file=True,
-    file_type=IMAGE_TYPES,
-    accept_audio=True,
-    audio_sample_rate=16000,
-    max_chars=MAX_QUESTION_CHARS,  # 20,000 characters: longer questions cannot be typed (nor indexed quickly)
-)
-if not prompt and not session.conversation.items:
-    st.markdown("### Talk with a picture\nDrop an image in the sidebar or the chat box, then ask about it by typing "
-                "or with the microphone. Questions without an image are answered as a plain text chat.")
-
-if action := state.pop("action", None):  # Regenerate or Resend, clicked in the last run
+def do_action(session: ChatSession, action: tuple[str, int]) -> None:
+    """Regenerate or Resend, clicked in the last run: only on the last exchange, once it is answered."""
     kind, index = action
-    if index != last_exchange() or session.conversation.items[index].answer is None:
+    last = session.conversation.last_exchange_index()
+    if index != last or session.exchange(index).answer is None:
         # a button left on an older reply (a question was asked since), or a reply still being written
         st.toast("That reply is no longer the last one: nothing was changed.", icon=":material/info:")
     elif kind == "edit":
-        question = session.conversation.items[index].question
-        session.edit(index, state.get(f"edit-{index}", "").strip() or question.text)
+        session.edit(index, st.session_state.get(f"edit-{index}", "").strip() or session.exchange(index).question.text)
     else:
-        question = session.conversation.items[index].question
-        session.conversation.items[index] = Exchange(question)  # the new answer replaces it in the log
+        session.regenerate(index)  # the new answer replaces it in the log
 
-last = last_exchange()
-items = session.conversation.items
-first = chat_view.first_shown(items, state.get("shown", chat_view.SHOWN_TURNS))
-if first > 0:
-    hidden = sum(isinstance(item, Exchange) for item in items[:first])
-    st.button(f"Show earlier turns ({hidden} more)", icon=":material/expand_less:", on_click=show_more,
-              help="Long conversations show their last turns only, to keep the page quick. All are in History.")
-for index in range(first, len(items)):
-    item = items[index]
-    if isinstance(item, Notice):
-        chat_view.draw_notice(item)
-        continue
-    chat_view.draw_question(session, item)
-    if item.answer is not None:
-        with st.chat_message("assistant"):
-            st.markdown(safe_markdown(chat_view.escape(item.answer.text)) or "*(no text)*")
-            chat_view.draw_answer_extras(session, index, item.answer)
-            if index == last and not prompt:  # with a new question this one is no longer the last
-                draw_actions(index)
 
-if last is not None and session.conversation.items[last].answer is None:
-    stream_answer(last)  # regenerate, resend, or a question whose answer a rerun interrupted
+def draw_conversation(session: ChatSession, asking: bool) -> None:
+    """The conversation so far (its last turns when it is long); actions under the last reply
+    unless a new question is being asked."""
+    items = session.conversation.items
+    last = session.conversation.last_exchange_index()
+    first = chat_view.first_shown(items, state.shown())
+    if first > 0:
+        hidden = len(session.conversation.exchanges) - state.shown()  # the page shows exactly that many
+        st.button(f"Show earlier turns ({hidden} more)", icon=":material/expand_less:", on_click=state.show_more,
+                  help="Long conversations show their last turns only, to keep the page quick. All are in History.")
+    for index in range(first, len(items)):
+        item = items[index]
+        if isinstance(item, Notice):
+            chat_view.draw_notice(item)
+            continue
+        chat_view.draw_question(session, item)
+        if item.answer is not None:
+            with st.chat_message("assistant"):
+                st.markdown(safe_markdown(chat_view.escape(item.answer.text)) or "*(no text)*")
+                chat_view.draw_answer_extras(session, index, item.answer)
+                if index == last and not asking:  # with a new question this one is no longer the last
+                    draw_actions(session, index)
 
-# ---- a new question
-if prompt:
+
+def ask(session: ChatSession, engines: Engines, choices: Choices, prompt) -> None:
     files = prompt.files or []
     turn_input = turn.TurnInput(
         text=prompt.text or "",
         image=files[0].getvalue() if files else None,
         audio=prompt.audio.getvalue() if prompt.audio else None,
-        language=language,
+        language=choices.language,
     )
-    for event in turn.ask(session, engines, turn_input):
-        if isinstance(event, turn.Rejected):
-            chat_view.draw_notice(event.notice)
-        elif isinstance(event, turn.Asked):
-            chat_view.draw_question(session, session.conversation.items[event.index])
-            stream_answer(event.index, event.timings)
+    event = turn.ask(session, engines, turn_input)
+    if isinstance(event, turn.Rejected):
+        chat_view.draw_notice(event.notice)
+    elif isinstance(event, turn.Asked):
+        chat_view.draw_question(session, session.exchange(event.index))
+        stream_answer(session, engines, choices, event.index, event.timings)
 
-if (last := last_exchange()) is not None and (answer := session.conversation.items[last].answer):
-    with timings_box.container():
-        chat_view.draw_timings(answer.timings)
-else:
-    timings_box.caption("No turn yet.")
 
-if problem := session.save_problem:  # the chat goes on; what was said waits in memory until it can be saved
-    st.warning(f"This conversation is not being saved: {problem.message} {problem.hint} "
-               "Nothing is lost meanwhile: it is written as soon as the folder can be used.", icon=":material/save:")
+def draw_footer(session: ChatSession, timings_box) -> None:
+    """The last turn's timings in the sidebar; a warning while the conversation cannot be saved."""
+    last = session.conversation.last_exchange_index()
+    if last is not None and (answer := session.exchange(last).answer):
+        with timings_box.container():
+            chat_view.draw_timings(answer.timings)
+    else:
+        timings_box.caption("No turn yet.")
+    if problem := session.save_problem:  # the chat goes on; what was said waits in memory until it can be saved
+        st.warning(f"This conversation is not being saved: {problem.message} {problem.hint} "
+                   "Nothing is lost meanwhile: it is written as soon as the folder can be used.", icon=":material/save:")
+
+
+def main() -> None:
+    settings = page_settings()
+    engines, load_notes = engines_for(settings)
+    session = state.chat(settings, engines.chat.name)
+    with st.sidebar:
+        choices = sidebar(settings, engines, session)
+        st.markdown("**Last turn**")
+        timings_box = st.empty()
+        if session.session_id:
+            st.caption(f"Session `{session.session_id}`")
+    for note in load_notes:
+        st.info(note, icon=":material/info:")
+    if state.take_silence():  # Stop or New session was clicked: the spoken reply stops too
+        speech_queue.stop()
+
+    prompt = st.chat_input(  # drawn at the bottom of the page wherever it is called
+        "Ask about the image…", accept_file=True, file_type=IMAGE_TYPES, accept_audio=True, audio_sample_rate=16000,
+        max_chars=MAX_QUESTION_CHARS,  # 20,000 characters: longer questions cannot be typed (nor indexed quickly)
+    )
+    if not prompt and not session.conversation.items:
+        st.markdown("### Talk with a picture\nDrop an image in the sidebar or the chat box, then ask about it by typing "
+                    "or with the microphone. Questions without an image are answered as a plain text chat.")
+    if action := state.take_action():
+        do_action(session, action)
+    draw_conversation(session, asking=bool(prompt))
+    last = session.conversation.last_exchange_index()
+    if last is not None and session.exchange(last).answer is None:
+        stream_answer(session, engines, choices, last)  # regenerate, resend, or a reply a rerun interrupted
+    if prompt:
+        ask(session, engines, choices, prompt)
+    draw_footer(session, timings_box)
+
+
+main()

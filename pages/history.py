@@ -15,19 +15,10 @@ from core.errors import AppError
 from core.export import export_zip, session_to_json, session_to_markdown
 from core.history_index import HistoryIndex
 from core.session_log import SESSION_ID, LogFolderError, folder_problem, read_session, session_path
-from ui import history_view
-from ui.account import signed_in_settings
+from ui import history_view, state
+from ui.account import page_settings
 
 PAGE_SIZE = 20
-
-try:
-    settings = signed_in_settings(Settings.from_env())
-except ValueError as e:
-    st.error(f"Configuration error: {e}. Fix the environment variable and restart the app.")
-    st.stop()
-state = st.session_state
-index = HistoryIndex(settings.log_dir)
-
 
 def folder_error(problem: LogFolderError) -> None:
     st.error(f"Your sessions cannot be shown: {problem.message} {problem.hint}", icon=":material/folder_off:")
@@ -44,65 +35,60 @@ def close_session() -> None:
     st.query_params.clear()
 
 
-def delete_session(session_id: str) -> None:
+def delete_session(sessions: HistoryIndex, session_id: str) -> None:
     try:
-        removed = index.delete(session_id)
+        removed = sessions.delete(session_id)
     except LogFolderError as e:
-        state.flash_error = f"The session was not deleted: {e.message} {e.hint}"
+        state.flash(f"The session was not deleted: {e.message} {e.hint}", error=True)
         return
-    chat = state.get("chat")
-    if chat is not None and chat.session_id == session_id:
-        del state.chat  # the chat page starts afresh instead of writing into a deleted log
+    state.drop_chat(session_id)
     st.query_params.clear()
-    state.flash = f"Deleted the session and {len(removed) - 1} media file(s) no other session used."
+    state.flash(f"Deleted the session and {len(removed) - 1} media file(s) no other session used.")
 
 
-def draw_list() -> None:
+def draw_list(sessions: HistoryIndex) -> None:
     st.title("History")
-    if flash := state.pop("flash", None):
-        st.success(flash, icon=":material/delete:")
-    if flash := state.pop("flash_error", None):
-        st.error(flash, icon=":material/error:")
-    total = index.count()
+    done, failed = state.take_flash()
+    if done:
+        st.success(done, icon=":material/delete:")
+    if failed:
+        st.error(failed, icon=":material/error:")
+    total = sessions.count()
     if total == 0:
         st.info("No sessions yet. Ask something on the Chat page and it will appear here.", icon=":material/info:")
         return
     query = st.text_input("Search", key="query", placeholder="A word from a question, a transcript or a reply",
                           icon=":material/search:")
     if query.strip():
-        hits = index.search(query)
+        hits = sessions.search(query)
         st.caption(f"{len(hits)}{'+' if len(hits) == 50 else ''} matching turn{'s' if len(hits) != 1 else ''}")
         for hit in hits:
             history_view.search_hit(hit, open_session)
         return
     pages = (total + PAGE_SIZE - 1) // PAGE_SIZE
-    page = min(state.get("page", 0), pages - 1)
+    page = min(state.history_page(), pages - 1)
     top = st.columns([3, 1], vertical_alignment="center")
     top[0].caption(f"{total} session{'s' if total != 1 else ''}, newest first")
-    top[1].download_button("Export all (zip)", data=lambda: export_zip(settings.log_dir, _all_ids()),
+    top[1].download_button("Export all (zip)", data=lambda: export_zip(sessions.log_dir, _all_ids(sessions)),
                            file_name="talk-with-a-picture-sessions.zip", mime="application/zip",
                            icon=":material/folder_zip:", on_click="ignore")
-    for summary in index.page(page * PAGE_SIZE, PAGE_SIZE):
-        history_view.summary_row(settings.log_dir, summary, open_session)
+    for summary in sessions.page(page * PAGE_SIZE, PAGE_SIZE):
+        history_view.summary_row(sessions.log_dir, summary, open_session)
     if pages > 1:
         back, where, forward = st.columns([1, 2, 1], vertical_alignment="center")
-        back.button("Newer", icon=":material/chevron_left:", disabled=page == 0, on_click=_turn_page, args=(-1,))
+        back.button("Newer", icon=":material/chevron_left:", disabled=page == 0, on_click=state.turn_history_page, args=(-1,))
         where.caption(f"Page {page + 1} of {pages}")
         forward.button("Older", icon=":material/chevron_right:", disabled=page >= pages - 1,
-                       on_click=_turn_page, args=(1,))
+                       on_click=state.turn_history_page, args=(1,))
 
 
-def _turn_page(step: int) -> None:
-    state.page = max(0, state.get("page", 0) + step)
+def _all_ids(sessions: HistoryIndex) -> list[str]:
+    return [s.session_id for s in sessions.page(0, sessions.count())]
 
 
-def _all_ids() -> list[str]:
-    return [s.session_id for s in index.page(0, index.count())]
-
-
-def draw_session(session_id: str, highlight: int | None) -> None:
+def draw_session(settings: Settings, sessions: HistoryIndex, session_id: str, highlight: int | None) -> None:
     st.button("All sessions", icon=":material/arrow_back:", on_click=close_session)
-    summary = index.get(session_id)
+    summary = sessions.get(session_id)
     try:
         logged = read_session(session_path(settings.log_dir, session_id)) if summary else None
     except FileNotFoundError:  # deleted since the sync
@@ -118,7 +104,7 @@ def draw_session(session_id: str, highlight: int | None) -> None:
     resume, markdown, as_json, delete = st.columns(4)
     if resume.button("Continue in chat", icon=":material/chat:", type="primary"):
         try:
-            state.chat = ChatSession.resume(settings, session_id)
+            state.set_chat(ChatSession.resume(settings, session_id))
         except (AppError, OSError) as e:
             st.error(f"This session cannot be continued: {e}")
         else:
@@ -130,22 +116,25 @@ def draw_session(session_id: str, highlight: int | None) -> None:
     with delete.popover("Delete", icon=":material/delete:"):
         st.write("Delete this session, its recordings and spoken replies, and the images no other session uses? "
                  "This cannot be undone.")
-        st.button("Delete for good", type="primary", key="confirm-delete", on_click=delete_session, args=(session_id,))
+        st.button("Delete for good", type="primary", key="confirm-delete", on_click=delete_session,
+                  args=(sessions, session_id))
     history_view.session(settings.log_dir, logged, highlight)
 
 
 def main() -> None:
-    index.sync()
+    settings = page_settings()
+    sessions = HistoryIndex(settings.log_dir)
+    sessions.sync()
     selected = st.query_params.get("session")
     if selected is None:
-        draw_list()
+        draw_list(sessions)
     elif not SESSION_ID.match(selected):
         st.query_params.clear()
         st.error("That link does not name a session.", icon=":material/link_off:")
-        draw_list()
+        draw_list(sessions)
     else:
         turn = st.query_params.get("turn", "")
-        draw_session(selected, int(turn) if turn.isdigit() else None)
+        draw_session(settings, sessions, selected, int(turn) if turn.isdigit() else None)
 
 
 try:

@@ -11,11 +11,6 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded by the tests
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: loads real (tiny) models")
-    config.addinivalue_line("markers", "e2e: drives the app in a real browser")
-
-
 @pytest.fixture(scope="session")
 def tiny_llava(tmp_path_factory) -> Path:
     """A tiny random LLaVA-1.5 built by the project's own builder (core/tiny_llava.py)."""

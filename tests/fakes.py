@@ -9,7 +9,7 @@ import numpy as np
 
 from core.engines import Transcript
 from core.errors import GenerationError, SpeechError
-from core.remote import wav_bytes  # noqa: F401  (tests make WAVs as the app sends them)
+from core.media import wav_bytes  # noqa: F401  (tests make WAVs as the app sends them)
 from core.tts import Speech
 
 

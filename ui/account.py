@@ -35,3 +35,17 @@ def signed_in_settings(settings: Settings) -> Settings:
         st.caption(f"Signed in as {st.user.get('email') or st.user.get('name') or 'you'}")
         st.button("Sign out", icon=":material/logout:", on_click=st.logout)
     return replace(settings, log_dir=user_log_dir(settings.log_dir, f"{issuer}|{subject}", by=by))
+
+
+def page_settings() -> Settings:
+    """What every page starts with: the settings from the environment (a configuration error is
+    shown, and the page stops), with this user's log folder (asking to sign in when needed).
+
+    Called by each page rather than by streamlit_app.py: AppTest runs a page of pages/ without the
+    entry script after the first run, so a value the entry script computed would be stale there."""
+    try:
+        settings = Settings.from_env()
+    except ValueError as e:  # a misspelt engine name in the environment
+        st.error(f"Configuration error: {e}. Fix the environment variable and restart the app.")
+        st.stop()
+    return signed_in_settings(settings)

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.conversation import Exchange, Notice
 from core.history_index import MARK_END, MARK_START, SearchHit, SessionSummary
 from core.markup import safe_markdown
 from core.session_log import LoggedSession
-from ui.chat_view import STAGES, draw_image, draw_note_and_audio, escape, picture, stored
+from ui.chat_view import STAGES, draw_image, draw_note_and_audio, draw_notice, escape, picture, stored
 from ui.chat_view import _preview as _thumbnail  # noqa: F401  (the cache bench/history_bench.py clears)
 
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~:$<])")
@@ -90,24 +91,21 @@ def session(log_dir: Path, logged: LoggedSession, highlight: int | None = None) 
     """The whole session: images, each turn with its transcript, recordings, reply audio and timings."""
     for note in logged.notes:
         st.info(note, icon=":material/info:")
-    turn = 0
     for item in logged.conversation.items:
-        if not hasattr(item, "question"):  # a Notice
-            with st.chat_message("assistant", avatar=":material/warning:"):
-                getattr(st, item.level)(item.text)
+        if isinstance(item, Notice):
+            draw_notice(item)
             continue
-        box = st.container(border=True) if turn == highlight else st.container()
-        with box:
-            if turn == highlight:
+        matched = item.turn.number == highlight  # the number the log, the index and the link share
+        with st.container(border=True) if matched else st.container():
+            if matched:
                 st.caption(":orange-background[Search match]")
-            _exchange(log_dir, item, turn)
-        turn += 1
+            _exchange(log_dir, item)
     for error in logged.errors:
         st.error(f"{when(error.get('ts', ''))} · turn {(error.get('turn') or 0) + 1}: {error.get('message', '')}",
                  icon=":material/error:")
 
 
-def _exchange(log_dir: Path, exchange, turn: int) -> None:
+def _exchange(log_dir: Path, exchange: Exchange) -> None:
     question, answer = exchange.question, exchange.answer
     with st.chat_message("user"):
         if question.image:
@@ -115,7 +113,7 @@ def _exchange(log_dir: Path, exchange, turn: int) -> None:
         if audio := stored(log_dir, question.audio):
             st.audio(audio, format="audio/wav")
         label = "Transcript" if question.source == "voice" else "Typed"
-        st.caption(f"Turn {turn + 1} · {label} · {question.language}")
+        st.caption(f"Turn {exchange.turn.number + 1} · {label} · {question.language}")
         st.markdown(safe_markdown(escape(question.text)))
     if answer is None:
         st.caption("No reply was recorded for this question.")

@@ -53,14 +53,16 @@ def test_chat_sessions_are_listed_and_a_reply_word_is_found(app):
     assert open_buttons(at) == [f"open-{path.stem}" for path in files]  # newest first
     assert any("Second session question" in m.value for m in at.markdown)
 
-    reply = read_session(files[1]).conversation.exchanges[0].answer.text
+    # the session with the picture (two sessions started in the same second sort by their random suffix)
+    (pictured,) = [f for f in files if read_session(f).conversation.exchanges[0].question.image]
+    reply = read_session(pictured).conversation.exchanges[0].answer.text
     at.text_input(key="query").set_value(a_word_of(reply)).run()
     hits = [b.key for b in at.button if b.key and b.key.startswith("hit-")]
-    assert f"hit-{files[1].stem}-0" in hits
+    assert f"hit-{pictured.stem}-0" in hits
     assert any("orange-background" in m.value for m in at.markdown)
 
-    at.button(key=f"hit-{files[1].stem}-0").click().run()
-    assert at.query_params["session"] == files[1].stem and at.query_params["turn"] == "0"
+    at.button(key=f"hit-{pictured.stem}-0").click().run()
+    assert at.query_params["session"] == pictured.stem and at.query_params["turn"] == "0"
     assert any("Search match" in c.value for c in at.caption)
     assert roles(at) == ["user", "assistant"] and len(at.get("image")) == 1
 

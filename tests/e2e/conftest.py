@@ -36,7 +36,7 @@ def server(tiny_llava, tmp_path_factory):
     port = free_port()
     env = {**os.environ, "LLAVA_MODEL": str(tiny_llava), "LOG_DIR": str(log_dir), "TTS_ENGINE": "espeak",
            "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    output = open(log_dir / "server.log", "wb")
+    output = open(log_dir / "server.log", "wb")  # noqa: SIM115  (the server writes it until the fixture ends)
     process = subprocess.Popen(
         ["bash", "scripts/app.sh", "--server.port", str(port), "--server.address", "127.0.0.1"],
         cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,

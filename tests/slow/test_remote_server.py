@@ -14,10 +14,11 @@ from core import turn
 from core.chat_session import ChatSession
 from core.conversation import Exchange, Question
 from core.errors import GenerationError, ModelLoadError
-from core.remote import LocalServer, RemoteChatModel
+from core.remote import RemoteChatModel
 from core.session_log import read_session
 from core.vlm import GenerationOptions, LlavaModel
 from tests.conftest import png_bytes
+from tests.local_server import LocalServer
 
 pytestmark = pytest.mark.slow
 OPTIONS = GenerationOptions(temperature=0, max_new_tokens=16)
@@ -46,10 +47,8 @@ def converse(settings, chat, questions, options=OPTIONS):
     """Ask the questions in one session (the first with the image); return (session, events per turn)."""
     session, engines, turns = ChatSession(settings), turn.Engines(chat), []
     for i, question in enumerate(questions):
-        events = []
-        for asked in turn.ask(session, engines, turn.TurnInput(text=question, image=IMAGE if i == 0 else None)):
-            events.extend(turn.answer(session, engines, asked.index, options))
-        turns.append(events)
+        asked = turn.ask(session, engines, turn.TurnInput(text=question, image=IMAGE if i == 0 else None))
+        turns.append(list(turn.answer(session, engines, asked.index, options)))
     return session, turns
 
 
@@ -105,7 +104,7 @@ def test_stop_mid_stream_keeps_the_partial_reply_and_frees_the_server(settings, 
     assert endless.count_tokens(whole) == LONG.max_new_tokens
 
     session, engines = ChatSession(settings), turn.Engines(endless)
-    asked = next(turn.ask(session, engines, turn.TurnInput(text="Count to a thousand.")))
+    asked = turn.ask(session, engines, turn.TurnInput(text="Count to a thousand."))
     stream = turn.answer(session, engines, asked.index, LONG)
     tokens = []
     for event in stream:
@@ -187,7 +186,7 @@ def test_eight_sessions_against_the_server_run_without_a_queue(settings, remote)
 def test_server_killed_mid_stream_gives_a_clear_error_and_keeps_the_partial_reply(settings, server, endless):
     """Runs last: it kills the module's server."""
     session, engines = ChatSession(settings), turn.Engines(endless)
-    asked = next(turn.ask(session, engines, turn.TurnInput(text="Count to a thousand.")))
+    asked = turn.ask(session, engines, turn.TurnInput(text="Count to a thousand."))
     events, tokens = [], []
     for event in turn.answer(session, engines, asked.index, LONG):
         events.append(event)

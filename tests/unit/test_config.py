@@ -1,14 +1,22 @@
 import pytest
 
+from core import config
 from core.config import Settings
 
 
-def test_defaults_follow_the_contract():
+@pytest.mark.parametrize("cuda", [False, True])
+def test_defaults_follow_the_contract(monkeypatch, cuda):
+    """The defaults on each kind of machine (what the README promises), whichever this one is."""
+    monkeypatch.setattr(config, "cuda_available", lambda: cuda)
     s = Settings.from_env({})
-    assert s.stt_engine == "faster-whisper" and s.tts_engine == "gtts"
-    assert str(s.log_dir) == "logs"
-    if s.device == "cpu":
-        assert s.llava_quant == "none" and "onevision" in s.llava_model
+    assert s.tts_engine == "gtts" and str(s.log_dir) == "logs" and s.openai_base_url is None
+    if cuda:
+        assert (s.device, s.llava_quant, s.llava_model) == ("cuda", "4bit", config.CUDA_LLAVA_MODEL)
+        assert s.stt_engine == "openai-whisper" and s.llava_cache_tokens == config.CUDA_CACHE_TOKENS
+    else:
+        assert (s.device, s.llava_quant, s.llava_model) == ("cpu", "none", config.CPU_LLAVA_MODEL)
+        assert s.stt_engine == "faster-whisper" and s.llava_cache_tokens is None
+        assert "onevision" in s.llava_model
 
 
 def test_bad_values_are_refused_with_the_variable_name():

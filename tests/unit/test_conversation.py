@@ -1,6 +1,6 @@
 import pytest
 
-from core.conversation import Answer, Conversation, Exchange, Notice, Question, build_messages, image_digests, trim
+from core.conversation import Answer, Conversation, Exchange, Notice, Question, build_messages, image_digests, trimmings
 from core.errors import GenerationError
 
 
@@ -49,14 +49,22 @@ def test_trim_drops_oldest_but_never_the_image_or_last_exchange():
     exchanges = [Exchange(Question("img", image="a" * 32), Answer("x"))] + [
         Exchange(Question(f"q{i}"), Answer("y")) for i in range(5)
     ] + [Exchange(Question("now"))]
-    kept = trim(exchanges, lambda candidate: len(candidate) <= 3)
-    assert [e.question.text for e in kept] == ["img", "q4", "now"]
+    tried = []
+    for candidate in trimmings(exchanges):
+        tried.append([e.question.text for e in candidate])
+        if len(candidate) <= 3:
+            break
+    assert tried[0] == [e.question.text for e in exchanges] and tried[-1] == ["img", "q4", "now"]
+    assert [len(t) for t in tried] == [7, 6, 5, 4, 3]  # one exchange fewer each time, the oldest first
+    assert all(t[0] == "img" and t[-1] == "now" for t in tried)
 
 
 def test_trim_refuses_rather_than_dropping_the_image():
     exchanges = [Exchange(Question("img", image="a" * 32), Answer("x")), Exchange(Question("now"))]
+    candidates = trimmings(exchanges)
+    assert next(candidates) == exchanges
     with pytest.raises(GenerationError):
-        trim(exchanges, lambda candidate: False)
+        next(candidates)
 
 
 def test_feedback_is_set_on_the_answer():

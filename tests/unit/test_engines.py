@@ -132,7 +132,27 @@ def test_an_unavailable_chat_engine_answers_with_its_reason_and_the_question_is_
 
     engines = core_engines.Engines(Unavailable(ModelLoadError("The chat server did not answer within 10 s.", "Try later.")))
     session = ChatSession(settings)
-    (asked,) = turn.ask(session, engines, turn.TurnInput(text="Are you there?"))
+    asked = turn.ask(session, engines, turn.TurnInput(text="Are you there?"))
     done = list(turn.answer(session, engines, asked.index, GenerationOptions()))[-1]
     assert done.answer.status == "error" and "did not answer within 10 s" in done.answer.note
     assert read_session(session.log.path).conversation.exchanges[0].question.text == "Are you there?"
+
+
+@pytest.mark.parametrize("error,falls_back", [(OSError("Network is unreachable"), True),
+                                              (ValueError("a bug in the loader"), False)])
+def test_only_a_failed_download_falls_back_to_the_bundled_whisper(monkeypatch, error, falls_back):
+    class Loader:
+        def __init__(self, size, device, name=None):
+            if size == "base":
+                raise error
+            self.size, self.name = size, name or size
+
+    monkeypatch.setattr(stt, "FasterWhisperTranscriber", Loader)
+    monkeypatch.setattr(stt, "bundled_tiny_en", lambda: "/bundled/tiny.en")
+    monkeypatch.setattr(stt, "hub_offline", lambda: False)
+    if falls_back:
+        transcriber, note = stt.load_transcriber("faster-whisper", None, "cpu")
+        assert transcriber.size == "/bundled/tiny.en" and "could not be downloaded" in note
+    else:
+        with pytest.raises(ModelLoadError, match="a bug in the loader"):
+            stt.load_transcriber("faster-whisper", None, "cpu")

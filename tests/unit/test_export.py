@@ -37,6 +37,19 @@ def test_json_export_round_trips(tmp_path):
     assert session_from_json(text) == logged
 
 
+def test_exports_keep_the_logged_turn_numbers(tmp_path):
+    log, _ = logged_session(tmp_path)
+    log.question(4, Question("Asked from another tab"))  # the log's numbers need not be consecutive
+    logged = read_session(log.path)
+    assert [e.turn.number for e in session_from_json(session_to_json(logged)).conversation.exchanges] == [0, 1, 4]
+    older = json.loads(session_to_json(logged))
+    for item in older["items"]:
+        item.pop("turn", None)  # an export from before turns were written: counted on import
+    assert [e.turn.number for e in session_from_json(json.dumps(older)).conversation.exchanges] == [0, 1, 2]
+    text = session_to_markdown(logged, tmp_path)
+    assert [line for line in text.splitlines() if line.startswith("## Turn")] == ["## Turn 1", "## Turn 2", "## Turn 5"]
+
+
 def test_json_import_refuses_other_files():
     with pytest.raises(ValueError):
         session_from_json('{"some": "thing"}')

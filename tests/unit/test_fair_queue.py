@@ -74,7 +74,7 @@ def test_the_head_also_waits_for_whoever_holds_the_lock_directly():
 
 def ask(settings, engines, text):
     session = ChatSession(settings)
-    asked = next(turn.ask(session, engines, turn.TurnInput(text=text)))
+    asked = turn.ask(session, engines, turn.TurnInput(text=text))
     return session, turn.answer(session, engines, asked.index, OPTIONS)
 
 
@@ -130,7 +130,7 @@ def test_stop_event_while_waiting_ends_the_turn_without_asking_the_model(setting
     next(first)
     stop = threading.Event()
     session = ChatSession(settings)
-    asked = next(turn.ask(session, engines, turn.TurnInput(text="second")))
+    asked = turn.ask(session, engines, turn.TurnInput(text="second"))
     threading.Timer(0.3, stop.set).start()
     events = list(turn.answer(session, engines, asked.index, OPTIONS, stop=stop))
     answer = events[-1].answer

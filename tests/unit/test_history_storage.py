@@ -5,6 +5,7 @@ import os
 import sqlite3
 import threading
 import time
+from functools import partial
 
 import pytest
 
@@ -65,10 +66,11 @@ def test_each_operation_survives_a_damaged_index(tmp_path):
             (tmp_path / leftover).unlink(missing_ok=True)
         index = HistoryIndex(tmp_path)
         first = index.page(0, 1)[0].session_id if operation == "delete" else None
-        {
-            "sync": index.sync, "count": index.count, "page": index.page, "search": lambda: index.search("car"),
-            "get": lambda: index.get("20200101-000000-abcdef"), "delete": lambda: index.delete(first),
-        }[operation]()
+        calls = {
+            "sync": index.sync, "count": index.count, "page": index.page, "search": partial(index.search, "car"),
+            "get": partial(index.get, "20200101-000000-abcdef"), "delete": partial(index.delete, first),
+        }
+        calls[operation]()
         assert sqlite3.connect(tmp_path / "index.sqlite3").execute("PRAGMA quick_check").fetchone()[0] == "ok"
 
 

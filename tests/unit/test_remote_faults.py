@@ -16,8 +16,8 @@ import pytest
 from core import turn
 from core.chat_session import ChatSession
 from core.conversation import Exchange, Question
-from core.errors import GenerationError, ModelLoadError
-from core.remote import RemoteChatModel, RemoteTranscriber, TranscriptionError
+from core.errors import GenerationError, ModelLoadError, TranscriptionError
+from core.remote import RemoteChatModel, RemoteTranscriber
 from core.vlm import GenerationOptions
 from tests.fakes import tone, wav_bytes
 
@@ -269,11 +269,11 @@ def test_invalid_json_from_the_speech_server_is_a_logged_notice_and_the_chat_goe
     engines = turn.Engines(chat(server), transcriber)
     session = ChatSession(settings)
     server.fail("invalid-json")
-    events = list(turn.ask(session, engines, turn.TurnInput(audio=wav_bytes(tone(1.0)))))
-    assert isinstance(events[0], turn.Rejected) and server.shown in events[0].notice.text
-    assert session.conversation.items == [events[0].notice]  # kept in the conversation and its log
+    rejected = turn.ask(session, engines, turn.TurnInput(audio=wav_bytes(tone(1.0))))
+    assert isinstance(rejected, turn.Rejected) and server.shown in rejected.notice.text
+    assert session.conversation.items == [rejected.notice]  # kept in the conversation and its log
     server.recover("invalid-json")
-    asked = next(turn.ask(session, engines, turn.TurnInput(text="typed")))
+    asked = turn.ask(session, engines, turn.TurnInput(text="typed"))
     assert list(turn.answer(session, engines, asked.index, OPTIONS))[-1].answer.text == "Hello"
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from core.sentences import SentenceSplitter, speakable, split_stream
+from core.sentences import CLAUSE_AFTER_WORDS, SentenceSplitter, speakable, split_stream
 
 CASES = [
     ("Hello there. How are you? Fine!", ["Hello there. ", "How are you? ", "Fine!"]),
@@ -36,10 +36,19 @@ def test_long_sentence_without_marks_is_capped():
 
 
 def test_long_sentence_is_cut_at_a_clause():
+    """Past CLAUSE_AFTER_WORDS words without an end, the sentence is cut after its last clause mark
+    that has at least 8 words before it (not after "Look,"), however the text is streamed."""
+    first = "Look, the car in the picture is red and shiny, "
+    text = first + "and the house behind it is big " * 4 + "and the end is near."
+    assert len(text.split()) > CLAUSE_AFTER_WORDS
+    for size in (1, 3, 7, len(text)):
+        sentences = list(split_stream(text[i : i + size] for i in range(0, len(text), size)))
+        assert sentences == [first, text[len(first):]], size
+
+
+def test_a_long_sentence_with_an_early_comma_only_is_not_cut():
     text = "The car is red, " + "and the house is big " * 6 + "and the end is near."
-    sentences = list(split_stream(text))
-    assert "".join(sentences) == text
-    assert sentences[0].endswith(", ") or len(sentences) == 1 or "," in sentences[0]
+    assert list(split_stream(text)) == [text]
 
 
 def test_a_sentence_is_given_as_soon_as_the_next_word_starts():

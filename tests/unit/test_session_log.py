@@ -29,6 +29,16 @@ def test_round_trip(tmp_path):
     assert items[2].answer == Answer("Red", status="partial", note="cut", feedback=1)
 
 
+def test_each_exchange_carries_the_turn_number_of_its_log_lines(tmp_path):
+    log = write_session(tmp_path)
+    log.question(5, Question("Numbered by another tab"))  # numbers need not be consecutive
+    with open(log.path, "a") as f:
+        f.write(json.dumps({"type": "question", "turn": "7", "text": "a number as text"}) + "\n")
+    session = read_session(log.path)
+    assert [e.turn.number for e in session.conversation.exchanges] == [0, 1, 5]
+    assert any("could not be used" in note and "'7'" in note for note in session.notes)
+
+
 def test_regenerated_answer_and_edited_question_replace_the_old_ones(tmp_path):
     log = write_session(tmp_path)
     log.answer(1, Answer("Blue"))

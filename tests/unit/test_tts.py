@@ -4,7 +4,7 @@ import wave
 import pytest
 
 from core.errors import SpeechError
-from core.tts import EspeakSpeaker, FallbackSpeaker, GTTSSpeaker, Speech, join_speech
+from core.tts import CachedSpeaker, EspeakSpeaker, FallbackSpeaker, GTTSSpeaker, Speech, join_speech, make_speaker
 from tests.fakes import FakeSpeaker
 
 
@@ -37,10 +37,27 @@ def test_gtts_timeout_becomes_a_speech_error(monkeypatch):
 
 
 def test_gtts_responses_are_cached(monkeypatch):
-    speaker, calls = GTTSSpeaker(), []
-    monkeypatch.setattr(speaker, "_synthesise", lambda text, lang: calls.append(text) or b"mp3")
-    speaker.speak("Hi.", "en"), speaker.speak("Hi.", "en"), speaker.speak("Hi.", "fr")
-    assert calls == ["Hi.", "Hi."]
+    gtts, calls = GTTSSpeaker(), []
+    monkeypatch.setattr(gtts, "_synthesise", lambda text, lang: calls.append(text) or b"mp3")
+    speaker = CachedSpeaker(gtts)
+    said = [speaker.speak("Hi.", "en"), speaker.speak("Hi.", "en"), speaker.speak("Hi.", "fr")]
+    assert calls == ["Hi.", "Hi."] and said[0] is said[1] and said[2].audio == b"mp3"
+    assert speaker.name == "gTTS"
+
+
+def test_the_app_speakers_cache_both_engines():
+    for speaker in (make_speaker("gtts").primary, make_speaker("gtts").fallback, make_speaker("espeak")):
+        assert isinstance(speaker, CachedSpeaker)
+    assert make_speaker("none") is None
+
+
+def test_a_failure_is_not_cached():
+    inner = Flaky()
+    speaker = CachedSpeaker(inner)
+    for _ in range(2):
+        with pytest.raises(SpeechError):
+            speaker.speak("One.", "en")
+    assert inner.calls == 2
 
 
 def test_espeak_makes_wav_and_survives_unknown_languages():
@@ -51,7 +68,10 @@ def test_espeak_makes_wav_and_survives_unknown_languages():
 
 def test_join_wav_keeps_all_frames():
     a, b = EspeakSpeaker().speak("one", "en"), EspeakSpeaker().speak("two", "en")
-    frames = lambda s: wave.open(io.BytesIO(s.audio)).getnframes()  # noqa: E731
+    def frames(speech: Speech) -> int:
+        with wave.open(io.BytesIO(speech.audio)) as reader:
+            return reader.getnframes()
+
     assert frames(join_speech([a, b])) == frames(a) + frames(b)
     assert join_speech([Speech(b"ab", "mp3", "g"), Speech(b"cd", "mp3", "g")]).audio == b"abcd"
 

@@ -16,11 +16,12 @@ OPTIONS = GenerationOptions(temperature=0)
 
 def run(session, engines, turn_input, **kwargs):
     """Ask, then answer; return all events."""
-    events = []
-    for event in turn.ask(session, engines, turn_input):
-        events.append(event)
-        if isinstance(event, turn.Asked):
-            events.extend(turn.answer(session, engines, event.index, OPTIONS, timings=event.timings, **kwargs))
+    asked = turn.ask(session, engines, turn_input)
+    if not isinstance(asked, turn.Asked):
+        return [asked] if asked else []
+    reply = turn.answer(session, engines, asked.index, OPTIONS, timings=asked.timings, **kwargs)
+    events = [asked, *reply]
+    assert reply.answer == events[-1].answer  # read after iterating: what Done carried
     return events
 
 
@@ -130,7 +131,7 @@ def test_generation_failure_keeps_the_partial_reply(settings):
 def test_stop_mid_reply_keeps_partial_text_in_chat_and_log(settings):
     engines = turn.Engines(FakeChatModel("a b c d e f g h", delay_s=0.01), None, None)
     session = ChatSession(settings)
-    asked = next(turn.ask(session, engines, turn.TurnInput(text="go")))
+    asked = turn.ask(session, engines, turn.TurnInput(text="go"))
     stream = turn.answer(session, engines, asked.index, OPTIONS)
     tokens = [next(stream).text for _ in range(3)]
     stream.close()  # what a Streamlit rerun (the Stop button) does to the page's generator
@@ -154,7 +155,7 @@ def test_speech_off_speaks_nothing(settings, engines):
 
 def test_busy_model_makes_the_turn_wait(settings, engines):
     session = ChatSession(settings)
-    asked = next(turn.ask(session, engines, turn.TurnInput(text="hi")))
+    asked = turn.ask(session, engines, turn.TurnInput(text="hi"))
     engines.chat.lock.acquire()
     threading.Timer(0.2, engines.chat.lock.release).start()
     events = list(turn.answer(session, engines, asked.index, OPTIONS))
@@ -225,7 +226,7 @@ class SilentModel(FakeChatModel):
 def test_heartbeats_let_stop_end_a_reply_that_has_not_started(settings):
     engines = turn.Engines(SilentModel(), None, FakeSpeaker())
     session = ChatSession(settings)
-    asked = next(turn.ask(session, engines, turn.TurnInput(text="Hello?")))
+    asked = turn.ask(session, engines, turn.TurnInput(text="Hello?"))
     stop, beats = threading.Event(), 0
     for event in turn.answer(session, engines, asked.index, OPTIONS, stop=stop):
         assert not isinstance(event, turn.Token)  # a heartbeat is no text
@@ -235,3 +236,37 @@ def test_heartbeats_let_stop_end_a_reply_that_has_not_started(settings):
                 stop.set()  # what the page's Stop does, which it can only do at such a moment
     answer = read_session(session.log.path).conversation.exchanges[0].answer
     assert beats == 3 and answer.status == "stopped" and answer.text == "" and "ttft_s" not in answer.timings
+
+
+def test_the_second_of_two_identical_unanswered_questions_is_answered_with_its_whole_context(settings, engines):
+    """A session resumed after a crash can hold the same question twice, neither answered: the reply
+    to the second is found by its place, not by value, so the model sees every exchange up to it."""
+    crashed = ChatSession(settings)
+    run(crashed, engines, turn.TurnInput(text="What is it?", image=png_bytes()))
+    first = turn.ask(crashed, engines, turn.TurnInput(text="And the colour?"))  # the app died before answering
+    second = turn.ask(crashed, engines, turn.TurnInput(text="And the colour?"))  # asked again after a reload
+    session = ChatSession.resume(settings, crashed.session_id)
+    items = session.conversation.items
+    assert items[first.index] == items[second.index] and items[first.index].answer is None  # equal by value
+
+    reply = turn.answer(session, engines, second.index, OPTIONS)
+    list(reply)
+    seen, _ = engines.chat.calls[-1]
+    assert [e.question.text for e in seen] == ["What is it?", "And the colour?", "And the colour?"]
+    assert seen[0].question.image is not None
+    assert session.exchange(first.index).answer is None and session.exchange(second.index).answer == reply.answer
+    logged = read_session(session.log.path).conversation.exchanges
+    assert [e.turn.number for e in logged] == [0, 1, 2]
+    assert logged[1].answer is None and logged[2].answer.text == reply.answer.text
+
+
+def test_regenerate_drops_the_answer_and_the_new_one_replaces_it_under_the_same_turn(settings, engines):
+    engines.chat.enqueue("First try.", "Second try.")
+    session = ChatSession(settings)
+    asked = turn.ask(session, engines, turn.TurnInput(text="Say something."))
+    list(turn.answer(session, engines, asked.index, OPTIONS))
+    session.regenerate(asked.index)
+    assert session.exchange(asked.index).answer is None and session.turn_number(asked.index) == 0
+    list(turn.answer(session, engines, asked.index, OPTIONS))
+    logged = read_session(session.log.path).conversation.exchanges
+    assert [(e.turn.number, e.answer.text) for e in logged] == [(0, "Second try.")]

@@ -1,0 +1,104 @@
+"""Everything the app keeps in st.session_state, in one place: each key, what it holds, who sets it.
+
+    chat         the Chat page's ChatSession; replaced by New session and by signing in as someone
+                 else, dropped by History when it deletes that session
+    action       ("regenerate" | "edit", item index): a button clicked under the last reply, done
+                 at the top of the next run (the page checks it is still the last exchange)
+    silence      True after Stop or New session: the next run stops the spoken reply
+    shown        how many of the last turns a long conversation draws ("Show earlier turns" adds more)
+    uploader     the sidebar file picker's generation. Streamlit cannot empty a file_uploader from
+                 code, so New session bumps this number: the picker's key (image-<n>) changes and a
+                 new, empty picker is drawn
+    page         the History list's page (0 is the newest)
+    flash        History: what the last action did (shown once); flash_error: why it failed
+
+Widget keys (Streamlit keeps their values under them): image-<n> (the sidebar picker), query
+(History's search box), edit-<index> (an edited question), feedback-<session>-<index>, and the
+buttons stop-/regen-/resend-<index>, open-<session>, hit-<session>-<turn>, confirm-delete.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.chat_session import ChatSession
+from core.config import Settings
+from ui.chat_view import SHOWN_TURNS
+
+
+def chat(settings: Settings, model: str) -> ChatSession:
+    """This browser session's conversation; a new one when there is none, or when the user's folder
+    changed (signed in as someone else since): never write into another user's folder."""
+    current = st.session_state.get("chat")
+    if current is None or current.log_dir != settings.log_dir:
+        current = st.session_state.chat = ChatSession(settings, meta={"model": model})
+    return current
+
+
+def set_chat(session: ChatSession) -> None:
+    """Continue a session from History: the Chat page now shows and extends it."""
+    st.session_state.chat = session
+
+
+def new_chat(settings: Settings, model: str) -> None:
+    """New session (a callback): a fresh conversation, the spoken reply silenced, an empty file picker."""
+    st.session_state.chat = ChatSession(settings, meta={"model": model})
+    st.session_state.silence = True
+    st.session_state.pop("shown", None)
+    st.session_state.uploader = uploader() + 1
+
+
+def drop_chat(session_id: str) -> None:
+    """The chat page starts afresh instead of writing into a deleted log."""
+    current = st.session_state.get("chat")
+    if current is not None and current.session_id == session_id:
+        del st.session_state.chat
+
+
+def uploader() -> int:
+    return st.session_state.get("uploader", 0)
+
+
+def image_key() -> str:
+    return f"image-{uploader()}"
+
+
+def silence() -> None:
+    st.session_state.silence = True
+
+
+def take_silence() -> bool:
+    return st.session_state.pop("silence", False)
+
+
+def shown() -> int:
+    return st.session_state.get("shown", SHOWN_TURNS)
+
+
+def show_more() -> None:
+    st.session_state.shown = shown() + SHOWN_TURNS
+
+
+def request(kind: str, index: int) -> None:
+    st.session_state.action = (kind, index)
+
+
+def take_action() -> tuple[str, int] | None:
+    return st.session_state.pop("action", None)
+
+
+def history_page() -> int:
+    return st.session_state.get("page", 0)
+
+
+def turn_history_page(step: int) -> None:
+    st.session_state.page = max(0, history_page() + step)
+
+
+def flash(message: str, error: bool = False) -> None:
+    st.session_state["flash_error" if error else "flash"] = message
+
+
+def take_flash() -> tuple[str | None, str | None]:
+    """(what the last History action did, why it failed), each shown once."""
+    return st.session_state.pop("flash", None), st.session_state.pop("flash_error", None)
