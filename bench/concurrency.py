@@ -156,6 +156,7 @@ def main() -> None:
             if not base_url:
                 server = stack.enter_context(LocalServer(model_path, continuous_batching=not args.no_continuous_batching))
                 base_url = server.base_url
+                args.remote_model = args.remote_model or server.model
             arms["server"] = RemoteChatModel.connect(base_url, args.api_key, args.remote_model, extra_body=args.extra_body)
         report["load_avg_1min_before"] = round(os.getloadavg()[0], 2)
         runs = measure(arms, args.n, args.rounds, options, Path(tmp))

@@ -125,9 +125,10 @@ def served_models(client: openai.OpenAI) -> list[str] | None:
 
 def pick_model(requested: str | None, served: list[str] | None, where: str, variable: str, prefer: str = "") -> str:
     """The model name to send: the one asked for, checked against the server's list, or the
-    server's only model (or its only one whose id contains prefer)."""
+    server's only model (or its only one whose id contains prefer). A server that lists nothing
+    (`transformers serve MODEL` 5.17 lists only the hub cache) is taken at its word for the name."""
     if requested:
-        if served is None or requested in served or f"{requested}:latest" in served:  # Ollama's default tag
+        if not served or requested in served or f"{requested}:latest" in served:  # Ollama's default tag
             return requested
         raise ModelLoadError(
             f"The server at {where} has no model named {requested!r} (it serves: {', '.join(served) or 'nothing'}).",
@@ -186,9 +187,12 @@ def explain(error: openai.APIError, where: str, what: str, model: str, key_varia
         return (f"The {what} server at {where} refused the API key ({error.status_code}: {detail(error)}).",
                 f"Set {key_variable} to a key it accepts.")
     if isinstance(error, (openai.NotFoundError, openai.BadRequestError, openai.UnprocessableEntityError)):
-        if served is not None and model not in served and f"{model}:latest" not in served:
+        if served and model not in served and f"{model}:latest" not in served:
             return (f"The {what} server at {where} has no model named {model!r} (it serves: {', '.join(served)}).",
                     f"Set {model_variable} to one of them.")
+        if not served and isinstance(error, openai.BadRequestError):  # it lists nothing: the name may be the cause
+            return (f"The {what} server at {where} refused the request ({error.status_code}: {detail(error)}).",
+                    f"Check {model_variable}: the server lists no models to check it against.")
         if isinstance(error, openai.NotFoundError):
             return (f"The {what} server at {where} answered 404 ({detail(error)}).",
                     "Check the base URL: it usually ends in /v1.")

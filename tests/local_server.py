@@ -20,7 +20,10 @@ class LocalServer:
     """`transformers serve MODEL_DIR` on a free loopback port, for tests and benchmarks:
 
         with LocalServer(folder) as server:
-            model = RemoteChatModel.connect(server.base_url, None, None)
+            model = RemoteChatModel.connect(server.base_url, None, server.model)
+
+    server.model is the name to ask for: transformers 5.24 lists the served folder at /v1/models,
+    5.17 lists only its hub cache (and fails when that folder does not exist: one is made here).
     """
 
     def __init__(self, model_dir: str, continuous_batching: bool = False, start_timeout_s: float = 180.0):
@@ -30,6 +33,7 @@ class LocalServer:
         self.process: subprocess.Popen | None = None
         self.log = tempfile.TemporaryFile()  # noqa: SIM115  (its stdout and stderr while it runs; read by output())
         self.base_url = ""
+        self.model = self.model_dir  # what requests name; the server is pinned to it
 
     def __enter__(self) -> "LocalServer":
         with socket.socket() as probe:
@@ -39,14 +43,15 @@ class LocalServer:
                    "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
         if self.continuous_batching:
             command.append("--continuous-batching")
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
+        self.cache = tempfile.TemporaryDirectory()  # an empty hub cache for /v1/models to scan
+        env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": self.cache.name, **os.environ}
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         self.base_url = f"http://127.0.0.1:{port}/v1"
         client = make_client(self.base_url, None, 5.0, max_retries=0)
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline and self.process.poll() is None:
             try:
-                if served_models(client):
+                if served_models(client) is not None:  # it answers /v1/models (the list may be empty)
                     return self
             except openai.APIError:
                 time.sleep(0.5)

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from core.remote import LocalServer
 from core.session_log import list_session_files, read_session
 from tests.conftest import ROOT, png_bytes
 from tests.e2e.conftest import free_port
 from tests.e2e.test_browser import MESSAGES, open_chat, speak_question, type_question, wait_for_reply
+from tests.local_server import LocalServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 MAX_ENVIRONMENT_BYTES = 1.5e9
@@ -88,11 +88,12 @@ def light_app(light, tiny_llava, tmp_path):
     log_dir = tmp_path / "logs"
     with LocalServer(tiny_llava) as chat_server:
         port = free_port()
-        output = open(tmp_path / "app.log", "wb")
+        output = open(tmp_path / "app.log", "wb")  # noqa: SIM115  (the app's log while it runs; closed below)
         process = subprocess.Popen(
             [str(light / "bin/streamlit"), "run", "streamlit_app.py", "--server.port", str(port),
              "--server.address", "127.0.0.1", "--server.headless", "true"],
-            cwd=ROOT, env=app_env(OPENAI_BASE_URL=chat_server.base_url, LOG_DIR=str(log_dir)),
+            cwd=ROOT, env=app_env(OPENAI_BASE_URL=chat_server.base_url, LLAVA_REMOTE_MODEL=chat_server.model,
+                                  LOG_DIR=str(log_dir)),
             stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
         )
         url = f"http://127.0.0.1:{port}"
