@@ -60,8 +60,10 @@ installed=$(.venv/bin/python -c "import torch; print(torch.__version__)" 2>/dev/
 if [ -z "$want" ] || [[ "$installed" != "$want"* ]]; then
     # A CPU wheel pip can find without the network (its find-links, a wheel cache) first: the CPU index
     # below is retried for every package where download.pytorch.org cannot be reached.
-    if [ "$build" != cpu ] || [ -n "${INSTALL_DRY_RUN:-}" ] \
-        || ! .venv/bin/python -m pip install -q --disable-pip-version-check --no-index --no-deps "torch==$want" >/dev/null 2>&1; then
+    if [ "$build" = cpu ] && [ -z "${INSTALL_DRY_RUN:-}" ] \
+        && .venv/bin/python -m pip install -q --disable-pip-version-check --no-index --no-deps "torch==$want" >/dev/null 2>&1; then
+        pip install "torch==$want"  # its dependencies, from PyPI (torch itself is in place)
+    else
         # shellcheck disable=SC2086  # spec holds several pip arguments
         pip install $spec
     fi
