@@ -7,15 +7,10 @@ from streamlit.testing.v1 import AppTest
 
 from core.session_log import list_session_files, read_session
 from tests.conftest import ROOT
-from tests.unit.test_remote_faults import MODEL, PASSWORD, FaultServer
+from tests.unit import test_remote_faults as faults
+from tests.unit.test_remote_faults import MODEL, PASSWORD
 
-
-@pytest.fixture
-def server():
-    fault = FaultServer()
-    yield fault
-    fault.release.set()
-    fault.stop()
+server = faults.server  # the fixture: a FaultServer on loopback
 
 
 @pytest.fixture

@@ -29,6 +29,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_healthy(url: str, process: subprocess.Popen, log: Path, timeout_s: float) -> None:
+    """Until Streamlit's health check answers; the test fails with the end of the log if the
+    process ends or the time is up."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGTERM)
+            pytest.fail("the app did not start:\n" + log.read_text()[-3000:])
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="session")
 def server(tiny_llava, tmp_path_factory):
     """`bash scripts/app.sh` on a free loopback port, with a temporary LOG_DIR and the tiny model."""
@@ -42,17 +58,7 @@ def server(tiny_llava, tmp_path_factory):
         cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGTERM)
-            pytest.fail("the app did not start:\n" + (log_dir / "server.log").read_text()[-3000:])
-        time.sleep(0.5)
+    wait_until_healthy(url, process, log_dir / "server.log", 180)
     yield url, log_dir
     os.killpg(process.pid, signal.SIGTERM)
     try:

@@ -13,14 +13,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from core.session_log import list_session_files, read_session
 from tests.conftest import ROOT, png_bytes
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import free_port, wait_until_healthy
 from tests.e2e.test_browser import MESSAGES, open_chat, speak_question, type_question, wait_for_reply
 from tests.local_server import LocalServer
 
@@ -97,17 +96,7 @@ def light_app(light, tiny_llava, tmp_path):
             stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
         )
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                os.killpg(process.pid, signal.SIGTERM)
-                pytest.fail("the light app did not start:\n" + (tmp_path / "app.log").read_text()[-3000:])
-            time.sleep(0.5)
+        wait_until_healthy(url, process, tmp_path / "app.log", 120)
         try:
             yield url, log_dir, process
         finally:
