@@ -133,6 +133,7 @@ def test_the_light_app_serves_a_voice_and_an_image_turn(light_app, browser_with_
 
     page.goto(f"{url}/history")
     page.wait_for_selector("text=newest first")
+    page.get_by_role("button", name="Open").first.wait_for(timeout=30_000)  # the rows draw after the count
     assert page.get_by_role("button", name="Open").count() == 1
     assert "big red car" in page.locator("body").inner_text().lower()  # the session's first question
     page.screenshot(path=tmp_path / "light-history.png", full_page=True)
