@@ -51,6 +51,20 @@ def assert_playing(page):
     assert log[0]["seq"] == 0 and log[0]["error"] is None
 
 
+def three_mixed_turns(page, url, tmp_path, colour):
+    """A spoken question (the page's fake microphone), a typed one with an image, a typed one."""
+    open_chat(page, url)
+    # Voice first: the fake microphone starts its (one-shot) file when the page first asks for it.
+    speak_question(page, 4)
+    wait_for_reply(page, 1)
+    image = tmp_path / "photo.png"
+    image.write_bytes(png_bytes((200, 200), colour))
+    type_question(page, "Describe the picture.", image)
+    wait_for_reply(page, 2)
+    type_question(page, "Tell me more.")
+    wait_for_reply(page, 3)
+
+
 def sessions(log_dir):
     return [read_session(p) for p in list_session_files(log_dir)]
 
@@ -91,16 +105,7 @@ def test_3_three_mixed_turns_then_reload(server, browser_with_mic, speak_wav, tm
     url, log_dir = server
     before = {s.session_id for s in sessions(log_dir)}
     page = browser_with_mic(speak_wav("What colour is the big red car?", lead_s=1.0))
-    open_chat(page, url)
-    # Voice first: the fake microphone starts its (one-shot) file when the page first asks for it.
-    speak_question(page, 4)
-    wait_for_reply(page, 1)
-    image = tmp_path / "photo.png"
-    image.write_bytes(png_bytes((200, 200), "green"))
-    type_question(page, "Describe the picture.", image)
-    wait_for_reply(page, 2)
-    type_question(page, "Thank you!")
-    wait_for_reply(page, 3)
+    three_mixed_turns(page, url, tmp_path, "green")
     assert page.locator(MESSAGES).count() == 6
     page.screenshot(path=tmp_path / "3-before-reload.png", full_page=True)
 

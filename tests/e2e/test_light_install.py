@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from core.session_log import list_session_files, read_session
-from tests.conftest import ROOT, png_bytes
+from tests.conftest import ROOT
 from tests.e2e.conftest import free_port, wait_until_healthy
-from tests.e2e.test_browser import MESSAGES, open_chat, speak_question, type_question, wait_for_reply
+from tests.e2e.test_browser import MESSAGES, three_mixed_turns
 from tests.local_server import LocalServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -108,15 +108,7 @@ def light_app(light, tiny_llava, tmp_path):
 def test_the_light_app_serves_a_voice_and_an_image_turn(light_app, browser_with_mic, speak_wav, tmp_path):
     url, log_dir, process = light_app
     page = browser_with_mic(speak_wav("What colour is the big red car?", lead_s=1.0))
-    open_chat(page, url)
-    speak_question(page, 4)  # voice first: the fake microphone plays its file once, when first asked
-    wait_for_reply(page, 1)
-    image = tmp_path / "photo.png"
-    image.write_bytes(png_bytes((320, 200), "white"))
-    type_question(page, "What is in this picture?", image)
-    wait_for_reply(page, 2)
-    type_question(page, "Tell me more.")
-    wait_for_reply(page, 3)
+    three_mixed_turns(page, url, tmp_path, "white")
     messages = page.locator(MESSAGES)
     assert messages.count() == 6 and messages.nth(2).locator("img").count() == 1
     page.screenshot(path=tmp_path / "light-chat.png", full_page=True)
