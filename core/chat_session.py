@@ -125,6 +125,15 @@ class ChatSession:
         self.conversation.answer(index, answer)
         self.log.answer(self.exchange(index).turn, answer)
 
+    def interrupt(self, index: int, why: str = "Interrupted while it was being spoken.") -> bool:
+        """Mark a written reply whose voice the user cut off as stopped (a new record: the last one
+        wins). False when there is nothing to mark: no reply yet, or it already ended otherwise."""
+        answer = self.exchange(index).answer
+        if answer is None or answer.status != "complete":
+            return False
+        self.answer(index, replace(answer, status="stopped", note=" ".join(filter(None, (why, answer.note)))))
+        return True
+
     def notify(self, notice: Notice) -> None:
         self.conversation.notify(notice)
         self.log.notice(notice)

@@ -14,12 +14,12 @@ import streamlit as st
 from core import turn
 from core.chat_session import MAX_QUESTION_CHARS, ChatSession
 from core.config import Settings
-from core.conversation import Notice
+from core.conversation import Answer, Notice
 from core.engines import Engines, GenerationOptions
 from core.errors import AppError
 from core.markup import safe_markdown, safe_stream
 from core.media import IMAGE_FORMATS
-from ui import chat_view, speech_queue, state
+from ui import call_mode, chat_view, speech_queue, state
 from ui.account import page_settings
 from ui.resources import engines_for
 
@@ -36,6 +36,8 @@ class Choices:
     speak: bool
     language: str  # of typed questions
     options: GenerationOptions
+    hands_free: bool = False  # call mode: the page listens and sends each utterance (ui/call_mode.py)
+    rate: float = 1.0  # speech rate, applied by the page's player
 
 
 def on_sidebar_image(session: ChatSession, key: str) -> None:
@@ -48,8 +50,9 @@ def on_sidebar_image(session: ChatSession, key: str) -> None:
         session.notify(Notice(str(e)))
 
 
-def sidebar(settings: Settings, engines: Engines, session: ChatSession) -> Choices:
-    """Image, voice and generation settings, the engines in use; leaves room for the last turn's timings."""
+def sidebar(settings: Settings, engines: Engines, session: ChatSession):
+    """Image, voice and generation settings, the engines in use; leaves room for the last turn's timings.
+    Returns the choices and the place of call mode's status (drawn at the end of the run)."""
     st.button("New session", icon=":material/add_comment:", on_click=state.new_chat, args=(settings, engines.chat.name),
               use_container_width=True)
     st.file_uploader("Image", type=IMAGE_TYPES, key=state.image_key(), on_change=on_sidebar_image,
@@ -59,6 +62,13 @@ def sidebar(settings: Settings, engines: Engines, session: ChatSession) -> Choic
         chat_view.draw_image(session.log_dir, session.current_image, side=chat_view.SIDEBAR_SIDE, width=None,
                              caption="Current image" + (" (used by your next question)" if session.pending_image else ""))
     speak = st.toggle("Speak replies", value=settings.tts_engine != "none", disabled=engines.speaker is None)
+    hands_free = st.toggle("Hands-free", key="hands_free", disabled=engines.transcriber is None,
+                           help="A conversation without clicks: the page listens, each thing you say is a question, "
+                                "and talking while a reply is spoken interrupts it. Use headphones or let the "
+                                "browser's echo cancellation keep the reply out of the microphone.")
+    call_box = st.empty()
+    rate = st.slider("Speech rate", *speech_queue.RATES, 1.0, 0.05, format="%.2fx", key="speech_rate",
+                     disabled=not speak)
     language = st.selectbox("Language of typed questions", list(LANGUAGES), format_func=LANGUAGES.get,
                             help="Spoken questions use the language Whisper detects.")
     with st.expander("Generation settings"):
@@ -74,25 +84,29 @@ def sidebar(settings: Settings, engines: Engines, session: ChatSession) -> Choic
         st.markdown(f"**Text to speech:** {engines.speaker.name if engines.speaker else 'off'}")
         st.caption("Set by environment variables (see README):")
         st.code("\n".join(f"{name} = {value}" for name, value in settings.as_rows()), language=None)
-    return Choices(speak, language, options)
+    return Choices(speak, language, options, hands_free, rate), call_box
 
 
 def stream_answer(session: ChatSession, engines: Engines, choices: Choices, index: int,
-                  timings: dict | None = None) -> None:
-    """Draw the reply to the question at index as it is written, then speak it."""
+                  timings: dict | None = None, heard: int = 0) -> None:
+    """Draw the reply to the question at index as it is written, then speak it. heard: the call mode
+    utterance it answers (0: typed); the reply stops when the user talks over it."""
     with st.chat_message("assistant"):
         status = st.empty()
         status.caption("Thinking…")
         beat = st.empty()
-        speech = speech_queue.SpeechQueue() if choices.speak else None
+        speech = speech_queue.SpeechQueue(index, choices.rate, heard)  # also tells call mode a reply is being written
         reply = turn.answer(session, engines, index, choices.options, speak=choices.speak, timings=timings)
+        if heard and state.barged() >= heard:  # talked over before it began (a rerun may come too late to cut in)
+            reply.stop.set()
         stop_box = st.empty()
         stop_box.button("Stop", icon=":material/stop_circle:", key=f"stop-{index}", on_click=state.silence,
                         help="Stop writing and speaking; the reply so far is kept.")
         try:
-            st.write_stream(safe_stream(text_of(reply, status, beat, speech)))
+            st.write_stream(safe_stream(text_of(reply, status, beat, speech, heard)))
         finally:
             reply.close()  # a rerun (Stop, any click) interrupts here: the partial reply is still logged
+        speech.finish()
         status.empty()
         stop_box.empty()
         if reply.answer is not None:
@@ -100,9 +114,11 @@ def stream_answer(session: ChatSession, engines: Engines, choices: Choices, inde
             draw_actions(session, index)
 
 
-def text_of(reply: turn.Reply, status, beat, speech: speech_queue.SpeechQueue | None):
+def text_of(reply: turn.Reply, status, beat, speech: speech_queue.SpeechQueue, heard: int = 0):
     """The reply's text, as markdown, for st.write_stream; the other events drawn on the way."""
     for event in reply:
+        if heard and state.barged() >= heard:
+            reply.stop.set()  # the user talked over it: the reply ends at its next step, kept as stopped
         if isinstance(event, turn.Waiting):
             status.info(event.message, icon=":material/hourglass_top:")
         elif isinstance(event, turn.Working):
@@ -110,7 +126,7 @@ def text_of(reply: turn.Reply, status, beat, speech: speech_queue.SpeechQueue | 
         elif isinstance(event, turn.Token):
             status.empty()
             yield chat_view.escape(event.text)
-        elif isinstance(event, turn.Spoken) and speech:
+        elif isinstance(event, turn.Spoken):
             speech.play(event.speech.audio, event.speech.format)  # while the text goes on
 
 
@@ -160,20 +176,37 @@ def draw_conversation(session: ChatSession, asking: bool) -> None:
                     draw_actions(session, index)
 
 
-def ask(session: ChatSession, engines: Engines, choices: Choices, prompt) -> None:
+def typed(prompt, choices: Choices) -> turn.TurnInput:
+    """What the chat box sent: text, an image, a recording."""
     files = prompt.files or []
-    turn_input = turn.TurnInput(
+    return turn.TurnInput(
         text=prompt.text or "",
         image=files[0].getvalue() if files else None,
         audio=prompt.audio.getvalue() if prompt.audio else None,
         language=choices.language,
     )
+
+
+def on_barge(session: ChatSession, turn_id: str, spoken: bool) -> None:
+    """The user spoke over a reply. One still being written was ended by this rerun (and kept as
+    stopped); a question whose reply had not begun, and a reply written but still being spoken, are
+    marked stopped here."""
+    last = session.conversation.last_exchange_index()
+    if last is None:
+        return
+    if session.exchange(last).answer is None:  # the rerun cut in before its reply began: not to be answered now
+        session.answer(last, Answer("", "stopped", "Interrupted before the reply began."))
+    elif spoken and speech_queue.turn_index(turn_id) == last:
+        session.interrupt(last)
+
+
+def ask(session: ChatSession, engines: Engines, choices: Choices, turn_input: turn.TurnInput, heard: int = 0) -> None:
     event = turn.ask(session, engines, turn_input)
     if isinstance(event, turn.Rejected):
         chat_view.draw_notice(event.notice)
     elif isinstance(event, turn.Asked):
         chat_view.draw_question(session, session.exchange(event.index))
-        stream_answer(session, engines, choices, event.index, event.timings)
+        stream_answer(session, engines, choices, event.index, event.timings, heard)
 
 
 def draw_footer(session: ChatSession, timings_box) -> None:
@@ -194,7 +227,7 @@ def main() -> None:
     engines, load_notes = engines_for(settings)
     session = state.chat(settings, engines.chat.name)
     with st.sidebar:
-        choices = sidebar(settings, engines, session)
+        choices, call_box = sidebar(settings, engines, session)
         st.markdown("**Last turn**")
         timings_box = st.empty()
         if session.session_id:
@@ -203,23 +236,31 @@ def main() -> None:
         st.info(note, icon=":material/info:")
     if state.take_silence():  # Stop or New session was clicked: the spoken reply stops too
         speech_queue.stop()
+    if barge := state.take_barge():
+        on_barge(session, *barge)
 
     prompt = st.chat_input(  # drawn at the bottom of the page wherever it is called
         "Ask about the image…", accept_file=True, file_type=IMAGE_TYPES, accept_audio=True, audio_sample_rate=16000,
         max_chars=MAX_QUESTION_CHARS,  # 20,000 characters: longer questions cannot be typed (nor indexed quickly)
     )
-    if not prompt and not session.conversation.items:
+    asking = bool(prompt) or state.waiting_utterances() > 0  # typed, or heard by call mode
+    if not asking and not session.conversation.items:
         st.markdown("### Talk with a picture\nDrop an image in the sidebar or the chat box, then ask about it by typing "
                     "or with the microphone. Questions without an image are answered as a plain text chat.")
     if action := state.take_action():
         do_action(session, action)
-    draw_conversation(session, asking=bool(prompt))
+    draw_conversation(session, asking=asking)
     last = session.conversation.last_exchange_index()
     if last is not None and session.exchange(last).answer is None:
         stream_answer(session, engines, choices, last)  # regenerate, resend, or a reply a rerun interrupted
     if prompt:
-        ask(session, engines, choices, prompt)
+        ask(session, engines, choices, typed(prompt, choices))
+    while (heard := state.take_utterance()) is not None:  # what call mode heard, oldest first
+        utterance_id, wav = heard
+        ask(session, engines, choices, turn.TurnInput(audio=wav, language=choices.language), utterance_id)
     draw_footer(session, timings_box)
+    with call_box:  # last: its mount tells the page that this run is over
+        call_mode.mount(choices.hands_free)
 
 
 main()

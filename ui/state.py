@@ -11,10 +11,16 @@
                  new, empty picker is drawn
     page         the History list's page (0 is the newest)
     flash        History: what the last action did (shown once); flash_error: why it failed
+    utterances   WAVs call mode heard and no run has asked yet (put by its callback, each taken by
+                 the run that asks it); heard: the last one's id
+    barge        (speech queue turn id, whether its voice was playing): the user spoke over a reply;
+                 barged: the last utterance id sent before that (replies to it and earlier ones stop)
+    call_run     a number that changes every run, so that call mode's component hears that a run ended
 
 Widget keys (Streamlit keeps their values under them): image-<n> (the sidebar picker), query
 (History's search box), edit-<index> (an edited question), feedback-<session>-<index>, and the
-buttons stop-/regen-/resend-<index>, open-<session>, hit-<session>-<turn>, confirm-delete.
+buttons stop-/regen-/resend-<index>, open-<session>, hit-<session>-<turn>, confirm-delete; hands_free,
+speech_rate (sidebar) and talk-call (call mode's component, ui/call_mode.py).
 """
 
 from __future__ import annotations
@@ -102,3 +108,50 @@ def flash(message: str, error: bool = False) -> None:
 def take_flash() -> tuple[str | None, str | None]:
     """(what the last History action did, why it failed), each shown once."""
     return st.session_state.pop("flash", None), st.session_state.pop("flash_error", None)
+
+
+def put_utterance(utterance_id: int, wav: bytes) -> None:
+    """Call mode heard something (its callback): it waits in line until a run has asked it."""
+    st.session_state.setdefault("utterances", []).append((utterance_id, wav))
+    st.session_state.heard = max(heard(), utterance_id)
+
+
+def waiting_utterances() -> int:
+    return len(st.session_state.get("utterances", []))
+
+
+def take_utterance() -> tuple[int, bytes] | None:
+    """The oldest utterance call mode heard and no run has asked yet, taken (None when there is none).
+    Take it right before core.turn.ask, with no Streamlit call between, where a rerun could cut in; a
+    taken one is never asked twice, even by a second run that started before this one stopped."""
+    waiting = st.session_state.get("utterances", [])  # (id, WAV)
+    try:
+        return waiting.pop(0)
+    except IndexError:
+        return None
+
+
+def heard() -> int:
+    """The id of the last utterance call mode sent (the page compares it with its own count)."""
+    return st.session_state.get("heard", 0)
+
+
+def put_barge(turn: str, spoken: bool, upto: int) -> None:
+    """The user spoke over a reply: the queue's turn then playing (if its voice was), and the id of
+    the last utterance sent before: no reply to it or to an earlier one may go on."""
+    st.session_state.barge = (turn, spoken)
+    st.session_state.barged = max(barged(), upto)
+
+
+def take_barge() -> tuple[str, bool] | None:
+    return st.session_state.pop("barge", None)
+
+
+def barged() -> int:
+    """Replies to utterances up to this id were talked over: they stop."""
+    return st.session_state.get("barged", 0)
+
+
+def next_run() -> int:
+    st.session_state.call_run = st.session_state.get("call_run", 0) + 1
+    return st.session_state.call_run
