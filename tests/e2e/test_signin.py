@@ -38,8 +38,8 @@ def signin_server(tiny_llava, tmp_path_factory, provider):
     log_dir, secrets = work / "logs", work / "secrets.toml"
     port = free_port()
     secrets.write_text(auth_secrets(provider, port))
-    env = {**os.environ, "LLAVA_MODEL": str(tiny_llava), "LOG_DIR": str(log_dir), "TTS_ENGINE": "espeak",
-           "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "AUTHLIB_INSECURE_TRANSPORT": "1"}
+    env = {**os.environ, "LLAVA_MODEL": str(tiny_llava), "LOG_DIR": str(log_dir), "TTS_ENGINE": "none",
+           "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     output = open(work / "server.log", "wb")  # noqa: SIM115  (the server writes it until the fixture ends)
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
@@ -124,8 +124,12 @@ def test_each_user_sees_only_their_own_sessions(signin_server, provider, browser
     assert "zebra" in alice.conversation.exchanges[0].question.text
     sign_out(page)
     shots(page, "3-alice-signed-out")
+    page.goto(f"{url}/history?session={alice.session_id}")  # her link, signed out: the sign-in page only
+    assert_sign_in_page(page)
+    assert "zebra" not in page.locator("[data-testid=stMain]").inner_text().lower()
 
     sign_in_as(page, url, "bob@example.com")
+    assert page.locator(MESSAGES).count() == 0  # the same browser: none of her conversation is on his page
     type_question(page, "Where is the lighthouse?")
     wait_for_reply(page, 1)
     (bob,) = sessions_of(log_dir, provider, "bob@example.com")
@@ -142,7 +146,7 @@ def test_each_user_sees_only_their_own_sessions(signin_server, provider, browser
     assert search(page, "lighthouse") == 1
     page.locator(f".st-key-hit-{bob.session_id}-0").wait_for()
     page.goto(f"{url}/history?session={alice.session_id}")
-    page.wait_for_selector("text=not in the log folder")
+    page.wait_for_selector("text=Session not found")
     assert "zebra" not in page.locator("[data-testid=stMain]").inner_text().lower()
     shots(page, "6-bob-opens-alices-link")
     sign_out(page)
@@ -153,4 +157,9 @@ def test_each_user_sees_only_their_own_sessions(signin_server, provider, browser
     page.wait_for_function(f"document.querySelectorAll('{MESSAGES}').length >= 2")
     assert "zebra" in page.locator(MESSAGES).first.inner_text()
     shots(page, "7-alice-again-opens-her-session")
+    page.get_by_role("button", name="Continue in chat").click()  # and goes on with it in her own folder
+    page.wait_for_selector("[data-testid=stChatInput]")
+    page.wait_for_function(f"document.querySelectorAll('{MESSAGES}').length >= 2")
+    assert "zebra" in page.locator(MESSAGES).first.inner_text()
+    shots(page, "8-alice-continues-in-chat")
     assert not list_session_files(log_dir)  # nothing signed in lands in the shared folder
