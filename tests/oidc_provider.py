@@ -11,18 +11,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import pytest
-
 
 @contextmanager
 def oidc_provider() -> Iterator[str]:
     """Run the provider in a thread on a free port; yields its base URL (the token issuer)."""
     from oidc_provider_mock import run_server_in_thread
 
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AUTHLIB_INSECURE_TRANSPORT", "1")  # the provider refuses plain http without it
-        with run_server_in_thread(port=0) as server:
-            yield f"http://localhost:{server.server_port}"
+    # Plain http is fine on loopback: Authlib takes http://localhost as a secure transport (RFC 8252),
+    # so neither the provider nor the app needs AUTHLIB_INSECURE_TRANSPORT.
+    with run_server_in_thread(port=0) as server:
+        yield f"http://localhost:{server.server_port}"
 
 
 def auth_secrets(provider_url: str, app_port: int) -> str:
