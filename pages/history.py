@@ -96,7 +96,7 @@ def draw_session(settings: Settings, sessions: HistoryIndex, session_id: str, hi
     except OSError as e:
         raise folder_problem(settings.log_dir, e) from e
     if logged is None:
-        st.warning("This session is not in the log folder (it may have been deleted).", icon=":material/search_off:")
+        st.warning("Session not found: it is not in the log folder (it may have been deleted).", icon=":material/search_off:")
         return
     st.title(f"Session of {history_view.when(summary.created)}")
     st.caption(f"{summary.turns} turns · {history_view.duration(summary.duration_s)} · {summary.model or 'unknown model'}"

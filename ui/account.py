@@ -32,7 +32,8 @@ def signed_in_settings(settings: Settings) -> Settings:
     # sub is unique per issuer; an email only stands in without one, in a namespace of its own
     by, subject = ("sub", sub) if sub else ("email", email)
     with st.sidebar:
-        st.caption(f"Signed in as {st.user.get('email') or st.user.get('name') or 'you'}")
+        # st.text: a name or email from the provider is shown as it is (no Markdown, no mailto link)
+        st.text(f"Signed in as {email or st.user.get('name') or 'you'}")
         st.button("Sign out", icon=":material/logout:", on_click=st.logout)
     return replace(settings, log_dir=user_log_dir(settings.log_dir, f"{issuer}|{subject}", by=by))
 

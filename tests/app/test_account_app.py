@@ -37,3 +37,20 @@ def test_an_email_never_leads_to_the_folder_of_a_user_whose_sub_is_that_text(tmp
     no_sub = folder_of(tmp_path, {"email": sub})
     assert owner != no_sub and owner == str(user_log_dir(tmp_path, f"https://id.example|{sub}"))
     assert folder_of(tmp_path, {"email": sub}) == no_sub  # and the same email always gets the same folder
+
+
+def name_script(log_dir: str):
+    from core.config import Settings
+    from ui.account import signed_in_settings
+
+    signed_in_settings(Settings.from_env({"LOG_DIR": log_dir, "TTS_ENGINE": "none", "LLAVA_MODEL": "unused"}))
+
+
+def test_the_name_from_the_provider_is_shown_as_it_is(tmp_path):
+    """A name or email from the identity provider is never read as Markdown (no links, no mailto)."""
+    at = AppTest.from_function(name_script, args=(str(tmp_path),))
+    at.user = {"is_logged_in": True, "iss": "https://id.example", "sub": "eve", "name": "**Eve** [me](https://x.example)"}
+    at.run()
+    assert not at.exception, at.exception
+    assert [t.value for t in at.sidebar.text] == ["Signed in as **Eve** [me](https://x.example)"]
+    assert not at.sidebar.caption and not at.sidebar.markdown
