@@ -1,0 +1,102 @@
+"""Hands-free call mode (ui/call_mode.py) in Chromium: the fake microphone plays a conversation
+made with espeak-ng; nobody clicks after turning Hands-free on."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from core.session_log import list_session_files, read_session
+from tests.e2e.test_browser import open_chat
+from tests.fake_mic import conversation
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+BARGE_S = 0.3  # the reply's voice stops within this long of the speech's onset (issue 11)
+
+
+def start_call(page, url, max_new_tokens: int | None = None):
+    open_chat(page, url)
+    if max_new_tokens is not None:
+        page.get_by_text("Generation settings").click()
+        slider = page.locator("[data-testid=stSlider]").filter(has_text="Max new tokens").get_by_role("slider")
+        slider.focus()
+        page.keyboard.press("Home")  # 16, the least
+        page.wait_for_function("s => s.value === '16'", arg=slider.element_handle())
+        time.sleep(1)  # the rerun it caused
+    page.get_by_text("Hands-free").click()  # the fake microphone's file starts now
+    page.wait_for_function("window.__talkCall && window.__talkCall.t0 !== null")
+
+
+def page_time(page, file_s: float) -> float:
+    """When the page heard the fake microphone's file at file_s (performance.now(), ms)."""
+    return page.evaluate("(s) => window.__talkCall.t0 + s * 1000", file_s)
+
+
+def session_of(log_dir, question_words: str):
+    """The one logged session whose first question holds these words."""
+    sessions = [read_session(path) for path in list_session_files(log_dir)]
+    firsts = [s.conversation.exchanges[0].question.text.lower() if s.conversation.exchanges else "" for s in sessions]
+    found = [s for s, first in zip(sessions, firsts) if question_words in first]
+    assert len(found) == 1, firsts
+    return found[0]
+
+
+def clips_of(page, index: int) -> list[dict]:
+    return page.evaluate("(i) => window.__talkSpeech.log.filter(e => e.turn.startsWith(i + '-'))", index)
+
+
+def test_two_spoken_questions_give_two_answered_spoken_turns_without_a_click(server, browser_with_mic, tmp_path):
+    url, log_dir = server
+    wav = tmp_path / "two.wav"
+    asked = conversation(wav, [1.0, "What is in this picture?", 6.0, "Tell me more about the colours.", 6.0])
+    page = browser_with_mic(wav)
+    start_call(page, url, max_new_tokens=16)
+    page.wait_for_function("window.__talkCall.sent >= 2", timeout=60_000)
+    page.wait_for_function("window.__talkSpeech.log.some(e => e.turn.startsWith('1-2-'))", timeout=60_000)
+    page.screenshot(path=tmp_path / "call-mode.png")
+
+    heard = page.evaluate("window.__talkCall.log")
+    assert [e["id"] for e in heard if not e["dropped"]] == [1, 2]
+    rate = page.evaluate("window.__talkCall.rate")
+    for entry, question in zip(heard, asked):  # each utterance is the question, with little cut or added
+        assert abs(entry["onset_sample"] / rate - question.start_s) < 0.15
+        assert abs(entry["end_sample"] / rate - question.end_s) < 0.15
+    session = session_of(log_dir, "picture")
+    exchanges = session.conversation.exchanges
+    assert [e.question.source for e in exchanges] == ["voice", "voice"]
+    assert "colo" in exchanges[1].question.text.lower()
+    assert all(e.answer is not None and e.answer.text for e in exchanges)
+    timeline = page.evaluate("[window.__talkCall.log, window.__talkSpeech.log, window.__talkCall.t0]")
+    assert exchanges[0].answer.status == "complete", timeline  # the second question came after the first reply ended
+    for index in (0, 1):  # spoken: each reply's first clip played in the page
+        assert clips_of(page, index) and clips_of(page, index)[0]["error"] is None
+    assert not any(e["stopped"] for e in clips_of(page, 0))
+
+
+def test_talking_over_a_spoken_reply_stops_it_at_once_and_asks_the_new_question(server, browser_with_mic, tmp_path):
+    url, log_dir = server
+    wav = tmp_path / "barge.wav"
+    asked = conversation(wav, [1.0, "Please describe this image.", 7.0, "What colour is the big red car?", 6.0])
+    page = browser_with_mic(wav)
+    start_call(page, url)  # 512 new tokens: the first reply is still being spoken when the second question starts
+    page.wait_for_function("window.__talkSpeech && window.__talkSpeech.log.some(e => e.turn.startsWith('1-2-'))",
+                           timeout=90_000)
+    onset = page_time(page, asked[1].start_s)
+    first = clips_of(page, 0)
+    playing = [e for e in first if e["start"] <= onset and (e["end"] is None or e["end"] >= onset)]
+    assert playing, f"the first reply was not being spoken at the onset: {first}"
+    cut = playing[0]
+    assert cut["stopped"] and cut["why"] == "barge"
+    assert cut["end"] - onset <= BARGE_S * 1000, f"stopped {cut['end'] - onset:.0f} ms after the onset"
+    assert all(e["start"] <= cut["end"] for e in first)  # nothing more of the first reply played
+
+    deadline = time.monotonic() + 60
+    while True:  # the log is written by the page's run; wait for the second answer
+        exchanges = session_of(log_dir, "describe").conversation.exchanges
+        if len(exchanges) == 2 and exchanges[1].answer is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert exchanges[0].answer.status == "stopped"
+    assert "car" in exchanges[1].question.text.lower() and exchanges[1].question.source == "voice"
+    assert exchanges[1].answer is not None and exchanges[1].answer.text
