@@ -7,7 +7,7 @@ Three families, each with the processor and the chat template of its real checkp
     llava-next   LlavaNextForConditionalGeneration (llava-v1.6): CLIP, Mistral text model, the image
                  tiled on an any-resolution grid (up to 2,928 tokens)  llava-hf/llava-v1.6-mistral-7b-hf
     onevision    LlavaOnevisionForConditionalGeneration: SigLIP vision tower, Qwen2 text model,
-                 anyres_max_9 tiling (729 to ~7,400 tokens)     llava-hf/llava-onevision-qwen2-0.5b-ov-hf
+                 anyres_max_9 tiling (up to 8,154 tokens)       llava-hf/llava-onevision-qwen2-0.5b-ov-hf
 
 The tiny ones keep each family's structure (the grid, the newline tokens, the feature selection)
 at 32-px tiles of 8-px patches, so an image is 16 base tokens plus its tiles. Their answers are

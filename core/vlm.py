@@ -23,7 +23,8 @@ from core.errors import GenerationError, ModelLoadError
 logger = logging.getLogger(__name__)
 
 MIN_REPLY_TOKENS = 32  # a conversation is trimmed until at least this much room is left for the reply
-IMAGE_TURN_ROOM = 512  # tokens a static cache holds beyond the largest image: the question and a short reply
+IMAGE_QUESTION_ROOM = 128  # a static cache must hold the largest image and this much more (a question, a short reply)...
+IMAGE_TURN_ROOM = 512  # ... else it is made this much longer than the largest image
 WARM_UP_IMAGE_SIDE = 336  # pixels; any size works, the processor resizes it
 FINISH_WAIT_S = 5.0  # how long a reader that leaves early waits for the worker to stop
 
@@ -257,15 +258,15 @@ def max_image_tokens(processor) -> int | None:
 
 
 def _cache_for_images(processor, cache_tokens: int, context: int) -> tuple[int, str]:
-    """A static cache long enough for the model's largest image, a question and a short reply.
+    """A static cache long enough for the model's largest image, a question and a reply.
 
     LLAVA_CACHE_TOKENS' CUDA default (2048) was measured on llava-1.5, whose image is 576 tokens;
-    one llava-v1.6 image is up to 2,928, one OneVision image about 7,400: a shorter cache would
-    refuse such an image however short the conversation. Returns (length, note); the note says
-    when the length grew.
+    a llava-v1.6 image is up to 2,928 (2,340 for a 4:3 photo), a OneVision image up to 8,154
+    (7,309 for a 2048x1536 photo, 2,929 for 640x480): a 2048-token cache would refuse such an image
+    however short the conversation. Returns (length, note); the note says when the length grew.
     """
     largest = max_image_tokens(processor)
-    if largest is None or largest + IMAGE_TURN_ROOM <= cache_tokens:
+    if largest is None or largest + IMAGE_QUESTION_ROOM <= cache_tokens:
         return cache_tokens, ""
     needed = min(-(-(largest + IMAGE_TURN_ROOM) // PREFILL_MULTIPLE) * PREFILL_MULTIPLE, context)
     if needed <= cache_tokens:
