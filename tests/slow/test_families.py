@@ -160,8 +160,8 @@ def test_trimming_counts_every_token_of_the_image(model):
 
 def test_a_new_image_mid_conversation_is_the_one_the_model_sees(model):
     """The app's rule for every family: an image starts a new visual context, so a prompt holds
-    one image (llava-1.5 and v1.6 were trained on one; OneVision would give each of several
-    images only its base tokens). The second image's tokens, not the first's, are in the prompt."""
+    one image (core/conversation.py says why). The second image's tokens, not the first's, are in
+    the prompt."""
     conversation = Conversation()
     for exchange in three_turns(Answer("Yes.")):
         conversation.items.append(exchange)
