@@ -3,6 +3,11 @@
 Each exchange is one question and its answer. An exchange that carries an image starts a new
 visual context: the model sees that exchange and those after it. Earlier exchanges stay in the
 conversation (shown and logged) but are not sent.
+
+So a prompt holds one image, for every family: llava-1.5 and llava-v1.6 were trained on
+conversations about one image, and OneVision's multi-image mode sees each image at its base size
+(729 tokens) instead of its any-resolution tiles. The image's placeholder goes before
+the text of its question, where each family's chat template puts it.
 """
 
 from __future__ import annotations

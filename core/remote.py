@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 FIRST_CHUNK_TIMEOUT_S = 60.0  # a reply's first text: the whole request, retries included
 TRANSCRIBE_TIMEOUT_S = 60.0  # a transcription: the whole request, retries included
 STOP_POLL_S = 0.1  # a reply being waited for checks the Stop event this often
-MAX_IMAGE_SIDE = 2048  # pixels; larger images are scaled down before sending (LLaVA sees <= 1344)
+MAX_IMAGE_SIDE = 2048  # pixels; larger images are scaled down before sending (llava-v1.6 tiles up to 1008, OneVision 2304)
 JPEG_QUALITY = 90  # photos go as JPEG; images with transparency as PNG
 # How servers say that the prompt and max_tokens do not fit (vLLM, OpenAI, TGI); the oldest exchanges are then dropped.
 CONTEXT_WORDS = ("maximum context", "context length", "context window", "too long", "max_model_len", "must be <=")

@@ -16,13 +16,15 @@ from typing import Iterator, Mapping, Sequence
 from PIL import Image
 
 from core.conversation import Exchange, Question, build_messages, image_digests, trimmings
-from core.decoding import WARM_UP_TOKENS, Decoder, Detokenizer, Sampling, shared_worker
+from core.decoding import PREFILL_MULTIPLE, WARM_UP_TOKENS, Decoder, Detokenizer, Sampling, shared_worker
 from core.engines import HEARTBEAT_S, ChatModel, GenerationOptions, TokenCounts  # noqa: F401  (ChatModel: what this implements)
 from core.errors import GenerationError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 
 MIN_REPLY_TOKENS = 32  # a conversation is trimmed until at least this much room is left for the reply
+IMAGE_QUESTION_ROOM = 128  # a static cache must hold the largest image and this much more (a question, a short reply)...
+IMAGE_TURN_ROOM = 512  # ... else it is made this much longer than the largest image
 WARM_UP_IMAGE_SIDE = 336  # pixels; any size works, the processor resizes it
 FINISH_WAIT_S = 5.0  # how long a reader that leaves early waits for the worker to stop
 
@@ -41,6 +43,9 @@ class LlavaModel:
         self.generated = TokenCounts()
         text_config = model.config.get_text_config()
         context = getattr(text_config, "max_position_embeddings", 4096)
+        if cache_tokens:
+            cache_tokens, enlarged = _cache_for_images(processor, cache_tokens, context)
+            self.note = " ".join(filter(None, (self.note, enlarged)))
         self.context_length: int = min(context, cache_tokens) if cache_tokens else context
         self.decoder = Decoder(model, self.context_length if cache_tokens else None, compile)
         self.worker = shared_worker()  # CUDA graphs are thread-local: every model decodes in this one thread
@@ -55,7 +60,7 @@ class LlavaModel:
         waits for a compiler. On the CPU: fp32, eager.
         """
         import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText
 
         from core import quant as quantisation
 
@@ -67,7 +72,7 @@ class LlavaModel:
         if device == "cuda" and quant != "4bit":  # 4bit loads on the CPU and quantises on the way to the GPU
             kwargs["device_map"] = {"": 0}
         try:
-            processor = AutoProcessor.from_pretrained(model_id)
+            processor = _load_processor(model_id)
             model = AutoModelForImageTextToText.from_pretrained(model_id, **kwargs).eval()
         except Exception as e:
             raise ModelLoadError(
@@ -78,12 +83,12 @@ class LlavaModel:
         if quant == "4bit":
             progress("Quantising the language model to 4 bit (HQQ, gemlite kernels)…")
             quantisation.quantize_hqq(model, device, progress=progress)
-        if note:
-            logger.warning(note)
         compile = device == "cuda" and quant in ("4bit", "none")
         precision = quant if quant != "none" else str(kwargs["dtype"]).removeprefix("torch.")
         llava = cls(model, processor, f"{model_id} ({precision}, {device}{', compiled' if compile else ''})",
                     token_timeout_s, note, cache_tokens, compile)
+        if llava.note:
+            logger.warning(llava.note)
         if compile:
             tuned = quant == "4bit" and quantisation.load_kernel_choices()
             progress("Compiling the decoder, recording its CUDA graphs and tuning its kernels for every prompt "
@@ -135,13 +140,29 @@ class LlavaModel:
             return self._fit(exchanges, images, options, room=MIN_REPLY_TOKENS)
 
     def _fit(self, exchanges, images, options: GenerationOptions, room: int):
-        """The longest trimming whose prompt leaves room tokens for the reply; GenerationError when none does."""
+        """The longest trimming whose prompt leaves room tokens for the reply; GenerationError when none does.
+
+        A prompt's length is the processor's: each <image> expands to as many tokens as that image
+        gives (576 for llava-1.5; for llava-v1.6 and OneVision it depends on the image's size and
+        shape, up to thousands). The images stay while older text goes, so their tokens are counted
+        once (the processor over the whole conversation, less its text) and each shorter trimming is
+        measured by tokenising its text alone; the processor runs again only for the one that fits.
+        """
+        measured = None  # (the first trimming, its inputs): the one run of the processor so far
         for kept in trimmings(exchanges):  # raises GenerationError after the shortest
-            inputs = self.inputs(kept, images, options.system_prompt)
-            length = inputs["input_ids"].shape[1]
-            if length + room <= self.context_length:
+            text_tokens = self._text_tokens(self.prompt(kept, options.system_prompt))
+            if measured is None:
+                measured = kept, self.inputs(kept, images, options.system_prompt)
+                image_tokens = measured[1]["input_ids"].shape[1] - text_tokens  # what the <image>s add
+            if text_tokens + image_tokens + room <= self.context_length:
+                inputs = measured[1] if measured[0] is kept else self.inputs(kept, images, options.system_prompt)
+                length = inputs["input_ids"].shape[1]
                 return kept, inputs, min(options.max_new_tokens, self.context_length - length)
         raise AssertionError("unreachable: trimmings() raises when nothing is left to drop")
+
+    def _text_tokens(self, prompt: str) -> int:
+        """Tokens of the prompt text as the processor tokenises it, each <image> counted as one."""
+        return len(self.processor.tokenizer(prompt)["input_ids"])
 
     def stream(self, exchanges, images, options: GenerationOptions, stop: threading.Event | None = None) -> Iterator[str]:
         stop = stop or threading.Event()
@@ -194,3 +215,61 @@ def _available(quant: str, device: str) -> tuple[str, str]:
     if quant in ("nf4", "8bit") and not find_spec("bitsandbytes"):
         return "none", "bitsandbytes is not installed: loaded in fp16."
     return quant, ""
+
+
+def _load_processor(model_id: str):
+    """AutoProcessor, or, where its video processor needs torchvision and torchvision is missing
+    (the CPU torch of this project has no torchvision build), the same processor without it.
+
+    LLaVA-OneVision's processor holds a video processor (LlavaOnevisionVideoProcessor), which
+    transformers 5 builds only with torchvision; the app sends no video, so the image processor
+    (its PIL backend) and the tokenizer are all it needs.
+    """
+    from transformers import AutoConfig, AutoProcessor
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
+
+    try:
+        return AutoProcessor.from_pretrained(model_id)
+    except ImportError as e:
+        if "torchvision" not in str(e).lower():
+            raise
+        logger.info("%s: loading the processor without its video processor (%s)", model_id, str(e).strip()[:80])
+        processor_class = PROCESSOR_MAPPING[type(AutoConfig.from_pretrained(model_id))]
+
+    class WithoutVideo(processor_class):
+        @classmethod
+        def get_attributes(cls):
+            return [name for name in super().get_attributes() if name != "video_processor"]
+
+    WithoutVideo.__name__ = WithoutVideo.__qualname__ = processor_class.__name__
+    return WithoutVideo.from_pretrained(model_id)
+
+
+def max_image_tokens(processor) -> int | None:
+    """The most tokens one image can become: over the any-resolution grid's shapes (llava-v1.6,
+    OneVision), or the one fixed count (llava-1.5). None when the processor cannot say."""
+    image_processor = getattr(processor, "image_processor", None)
+    sizes = getattr(image_processor, "image_grid_pinpoints", None) or [[336, 336]]
+    try:
+        counts = processor._get_num_multimodal_tokens(image_sizes=[list(s) for s in sizes]).num_image_tokens
+    except (AttributeError, TypeError, KeyError):
+        return None
+    return max(counts) if counts else None
+
+
+def _cache_for_images(processor, cache_tokens: int, context: int) -> tuple[int, str]:
+    """A static cache long enough for the model's largest image, a question and a reply.
+
+    LLAVA_CACHE_TOKENS' CUDA default (2048) was measured on llava-1.5, whose image is 576 tokens;
+    a llava-v1.6 image is up to 2,928 (2,340 for a 4:3 photo), a OneVision image up to 8,154
+    (7,309 for a 2048x1536 photo, 2,929 for 640x480): a 2048-token cache would refuse such an image
+    however short the conversation. Returns (length, note); the note says when the length grew.
+    """
+    largest = max_image_tokens(processor)
+    if largest is None or largest + IMAGE_QUESTION_ROOM <= cache_tokens:
+        return cache_tokens, ""
+    needed = min(-(-(largest + IMAGE_TURN_ROOM) // PREFILL_MULTIPLE) * PREFILL_MULTIPLE, context)
+    if needed <= cache_tokens:
+        return cache_tokens, ""
+    return needed, (f"LLAVA_CACHE_TOKENS={cache_tokens} cannot hold one image of this model (up to {largest} "
+                    f"tokens): the cache holds {needed} tokens.")
