@@ -15,15 +15,21 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 BARGE_S = 0.3  # the reply's voice stops within this long of the speech's onset (issue 11)
 
 
-def start_call(page, url, max_new_tokens: int | None = None):
+def set_slider(page, label: str, key: str, value: str):
+    slider = page.locator("[data-testid=stSlider]").filter(has_text=label).get_by_role("slider")
+    slider.focus()
+    page.keyboard.press(key)
+    page.wait_for_function(f"s => s.value === '{value}'", arg=slider.element_handle())
+    time.sleep(1)  # the rerun it caused
+
+
+def start_call(page, url, short: bool = False):
+    """Hands-free on; short: the least tokens (16) and the fastest speech (1.5x), so replies end soon."""
     open_chat(page, url)
-    if max_new_tokens is not None:
+    if short:
+        set_slider(page, "Speech rate", "End", "1.5")
         page.get_by_text("Generation settings").click()
-        slider = page.locator("[data-testid=stSlider]").filter(has_text="Max new tokens").get_by_role("slider")
-        slider.focus()
-        page.keyboard.press("Home")  # 16, the least
-        page.wait_for_function("s => s.value === '16'", arg=slider.element_handle())
-        time.sleep(1)  # the rerun it caused
+        set_slider(page, "Max new tokens", "Home", "16")
     page.get_by_text("Hands-free").click()  # the fake microphone's file starts now
     page.wait_for_function("window.__talkCall && window.__talkCall.t0 !== null")
 
@@ -49,9 +55,9 @@ def clips_of(page, index: int) -> list[dict]:
 def test_two_spoken_questions_give_two_answered_spoken_turns_without_a_click(server, browser_with_mic, tmp_path):
     url, log_dir = server
     wav = tmp_path / "two.wav"
-    asked = conversation(wav, [1.0, "What is in this picture?", 6.0, "Tell me more about the colours.", 6.0])
+    asked = conversation(wav, [1.0, "What is in this picture?", 10.0, "What colour is the big red car?", 6.0])
     page = browser_with_mic(wav)
-    start_call(page, url, max_new_tokens=16)
+    start_call(page, url, short=True)
     page.wait_for_function("window.__talkCall.sent >= 2", timeout=60_000)
     page.wait_for_function("window.__talkSpeech.log.some(e => e.turn.startsWith('1-2-'))", timeout=60_000)
     page.screenshot(path=tmp_path / "call-mode.png")
@@ -65,13 +71,16 @@ def test_two_spoken_questions_give_two_answered_spoken_turns_without_a_click(ser
     session = session_of(log_dir, "picture")
     exchanges = session.conversation.exchanges
     assert [e.question.source for e in exchanges] == ["voice", "voice"]
-    assert "colo" in exchanges[1].question.text.lower()
+    assert "car" in exchanges[1].question.text.lower()
     assert all(e.answer is not None and e.answer.text for e in exchanges)
-    timeline = page.evaluate("[window.__talkCall.log, window.__talkSpeech.log, window.__talkCall.t0]")
+    onset = page_time(page, asked[1].start_s)
+    timeline = [(e["turn"][:4], e["seq"], round(e["start"] - onset), e["end"] and round(e["end"] - onset), e["why"])
+                for e in page.evaluate("window.__talkSpeech.log")]  # ms from the second question's onset
     assert exchanges[0].answer.status == "complete", timeline  # the second question came after the first reply ended
     for index in (0, 1):  # spoken: each reply's first clip played in the page
         assert clips_of(page, index) and clips_of(page, index)[0]["error"] is None
     assert not any(e["stopped"] for e in clips_of(page, 0))
+    assert page.evaluate("window.__talkSpeech.player.playbackRate") == 1.5  # the sidebar's speech rate
 
 
 def test_talking_over_a_spoken_reply_stops_it_at_once_and_asks_the_new_question(server, browser_with_mic, tmp_path):

@@ -68,3 +68,40 @@ def test_a_new_turn_silences_the_old_one_and_stop_silences_all(queue):
     mount(queue, {"stop": True})
     assert queue.evaluate("window.__talkSpeech.audio === null && window.__talkSpeech.pending.length === 0")
     assert queue.evaluate("window.__talkSpeech.log[2].stopped")
+
+
+REFUSE_AUTOPLAY = """() => {
+    // A strict browser (iOS Safari): play() needs a tap just before, and an element that played after
+    // one may play again. (navigator.userActivation cannot tell: Playwright runs evaluate() as a gesture.)
+    let tapped = -1e9;
+    document.addEventListener("pointerdown", (e) => { if (e.isTrusted) tapped = performance.now(); }, true);
+    const play = HTMLMediaElement.prototype.play;
+    HTMLMediaElement.prototype.play = function () {
+        if (!this.__unlocked && performance.now() - tapped > 1000) {
+            return Promise.reject(new DOMException("play() needs a user gesture", "NotAllowedError"));
+        }
+        this.__unlocked = true;
+        return play.call(this);
+    };
+}"""
+
+
+def test_refused_autoplay_shows_tap_to_hear_and_a_tap_plays_the_rest_in_order(queue):
+    queue.evaluate(REFUSE_AUTOPLAY)
+    clips = [clip(i, f"Sentence number {i}.") for i in range(3)]
+    mount(queue, {"turn": "strict", "clips": clips[:2]})
+    mount(queue, {"turn": "strict", "clips": clips[1:]})
+    button = queue.get_by_text("Tap to hear the reply")
+    button.wait_for(state="visible")
+    refused = queue.evaluate("window.__talkSpeech.log")
+    assert [(e["seq"], e["error"]) for e in refused] == [(0, "autoplay refused")]  # it waits there: nothing skipped
+    queue.wait_for_timeout(300)
+    assert len(queue.evaluate("window.__talkSpeech.log")) == 1
+
+    button.click()
+    log = finished(queue, 4)
+    played = log[1:]
+    assert [(e["seq"], e["error"]) for e in played] == [(0, None), (1, None), (2, None)]
+    assert played[0]["tapped"] and not button.is_visible()
+    for before, after in zip(played, played[1:]):
+        assert after["start"] >= before["end"]
