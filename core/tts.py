@@ -178,6 +178,11 @@ class PiperSpeaker:
     def speaks(self, language: str) -> bool:
         return self.language is None or language.split("-")[0].lower() == self.language
 
+    def load(self) -> None:
+        """Load the voice now rather than at its first sentence (raises SpeechError)."""
+        with self._lock:
+            self._loaded()
+
     def _loaded(self):
         if self._model is None:
             if missing := piper_missing(self.voice):
