@@ -84,3 +84,15 @@ def test_a_spoken_question_is_answered_aloud_in_its_own_language(language, trans
     assert answer.answer.status == "complete" and answer.answer.audio  # the whole reply's audio, logged
     logged = read_session(session.log.path).conversation.exchanges[0]
     assert logged.question.language == language and logged.answer.text == reply
+
+
+def test_detecting_on_the_decoders_encoder_output_gives_what_faster_whisper_gives(transcriber):
+    """The transcriber detects the language in its one encoder pass (multilingual=True); faster-whisper
+    with language=None encodes the window once more for the detection: same language, same words."""
+    for language, (question, _) in QUESTIONS.items():
+        samples = samples_of(EspeakSpeaker().speak(question, language))
+        ours = transcriber.transcribe(samples)
+        segments, info = transcriber.model.transcribe(samples, beam_size=1, vad_filter=False,
+                                                      condition_on_previous_text=False)
+        assert (ours.language, ours.text) == (info.language, "".join(s.text for s in segments).strip())
+        assert ours.language == language
