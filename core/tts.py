@@ -263,24 +263,30 @@ class SpeakerChain:
             try:
                 speech = speaker.speak(text, language)
             except LanguageNotSpoken as e:
-                reasons.append(str(e))
+                reasons.append(_sentence(str(e)))
                 last = e
                 continue
             except SpeechError as e:
-                logger.warning("%s failed: %s", speaker.name, e)
+                logger.warning("%s did not speak, the next engine does: %s", speaker.name, e)
                 if i < len(self.speakers) - 1:
                     with self._lock:
                         self._down_until[i] = time.monotonic() + self.retry_after_s
-                        self._errors[i] = str(e)
-                    reasons.append(str(e))
+                        self._errors[i] = _sentence(str(e))
+                    reasons.append(_sentence(str(e)))
                 last = e
                 continue
             if not reasons:
                 return speech
             return replace(speech, note=" ".join(reasons + [f"Spoken by {speech.engine}."]))
         assert last is not None  # the last speaker never rests
-        why = list(dict.fromkeys(r for r in resting + reasons if r and r != str(last)))
+        why = list(dict.fromkeys(r for r in resting + reasons if r and r != _sentence(str(last))))
         raise SpeechError(" ".join(why + [last.message]), last.hint) from last
+
+
+def _sentence(text: str) -> str:
+    """text ending as a sentence, so that reasons read one after another ("Failed to connect." ...)."""
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else f"{text}."
 
 
 def make_speaker(engine: str, piper_voice: Path | None = None) -> tuple[Speaker | None, str]:
