@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 CUDA_LLAVA_MODEL = "llava-hf/llava-1.5-7b-hf"
 CPU_LLAVA_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
 STT_ENGINES = ("faster-whisper", "openai-whisper", "openai-api")
-TTS_ENGINES = ("gtts", "espeak", "none")
+TTS_ENGINES = ("gtts", "piper", "espeak", "none")
 # 4bit: HQQ 4-bit + gemlite kernels, compiled (the fast path, bench/gpu_turn.py); nf4: bitsandbytes NF4
 # with fp16 compute (the original script's setting); 8bit: bitsandbytes int8; none: fp16 (CUDA) / fp32 (CPU)
 QUANTS = ("4bit", "nf4", "8bit", "none")
@@ -48,6 +48,16 @@ def masked_url(url: str) -> str:
     return f"{parts.scheme}://{host}{parts.path}".rstrip("/")
 
 
+def _check_piper_voice(path: Path) -> None:
+    """PIPER_VOICE names a voice file, and Piper's configuration for it lies beside it."""
+    if not path.is_file():
+        raise ValueError(f"PIPER_VOICE={str(path)!r} is not a file: set it to a Piper voice's .onnx file "
+                         "(e.g. en_GB-alan-medium.onnx, with en_GB-alan-medium.onnx.json beside it)")
+    if not Path(f"{path}.json").is_file():
+        raise ValueError(f"PIPER_VOICE={str(path)!r} has no {path.name}.json beside it: Piper needs the voice's "
+                         "configuration, downloaded with the .onnx file")
+
+
 @dataclass(frozen=True)
 class Settings:
     llava_model: str  # Hugging Face id or local folder of a LLaVA-family model
@@ -58,7 +68,7 @@ class Settings:
     llava_remote_model: str | None  # model name on that server
     stt_engine: str  # "faster-whisper", "openai-whisper" or "openai-api" (a transcription server)
     whisper_model: str | None  # size name or local path (openai-api: the server's model); None: pick
-    tts_engine: str  # "gtts" (falls back to espeak), "espeak" or "none"
+    tts_engine: str  # "gtts" (falls back to Piper, then espeak-ng), "piper" (espeak-ng beside it), "espeak" or "none"
     log_dir: Path  # session logs and their media files
     stt_base_url: str | None = None  # transcription server for STT_ENGINE=openai-api
     stt_api_key: str | None = None
@@ -67,6 +77,7 @@ class Settings:
     max_audio_seconds: float = 60.0  # longer recordings are refused
     token_timeout_s: float = 300.0  # longest wait for one generated chunk
     llava_cache_tokens: int | None = None  # LLAVA_CACHE_TOKENS: KV cache length on CUDA; None: the model's context
+    piper_voice: Path | None = None  # PIPER_VOICE: a Piper voice's .onnx (its .onnx.json beside it); None: the bundled one
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -96,6 +107,9 @@ class Settings:
             raise ValueError(f"LLAVA_CACHE_TOKENS={cache_tokens!r} must be a whole number of tokens, at least 256")
         if stt == "openai-api" and not (stt_base_url or base_url):
             raise ValueError("STT_ENGINE='openai-api' needs STT_BASE_URL (or OPENAI_BASE_URL): the transcription server")
+        piper_voice = get("PIPER_VOICE")
+        if piper_voice:
+            _check_piper_voice(Path(piper_voice).expanduser())
         return cls(
             llava_model=get("LLAVA_MODEL", CUDA_LLAVA_MODEL if cuda else CPU_LLAVA_MODEL),
             llava_quant=quant,
@@ -110,6 +124,7 @@ class Settings:
             stt_base_url=(stt_base_url or base_url) if stt == "openai-api" else stt_base_url,
             stt_api_key=get("STT_API_KEY", get("OPENAI_API_KEY")),
             llava_cache_tokens=int(cache_tokens) if cache_tokens else None,
+            piper_voice=Path(piper_voice).expanduser() if piper_voice else None,
         )
 
     def as_rows(self) -> list[tuple[str, str]]:

@@ -6,7 +6,8 @@ chat         the in-process LLaVA (core.vlm) or an OpenAI-compatible server (cor
 transcriber  Whisper through torch on CUDA (openai-whisper, large-v3-turbo), faster-whisper on the
              CPU, or a transcription server; a CTranslate2 engine that cannot run on the GPU is
              found out by a test transcription at load time and replaced, with a note
-speaker      gTTS (falling back to espeak-ng), espeak-ng, or none
+speaker      gTTS (falling back to Piper, then espeak-ng), Piper (espeak-ng for the languages its voice
+             lacks), espeak-ng, or none
 
 The implementations are imported only when chosen, so that a front end talking to a server never
 imports torch, and so that no two engine modules import each other.
@@ -126,7 +127,10 @@ def load_engines(settings, progress: Progress = logger.info) -> Loaded:
     from core.tts import make_speaker
 
     progress(f"Text to speech: {settings.tts_engine}")
-    return Loaded(Engines(chat, transcriber, make_speaker(settings.tts_engine)), notes)
+    speaker, note = make_speaker(settings.tts_engine, settings.piper_voice)
+    if note:
+        notes.append(note)
+    return Loaded(Engines(chat, transcriber, speaker), notes)
 
 
 def _chat_model(settings, progress: Progress) -> ChatModel:

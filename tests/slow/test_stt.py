@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+from core import stt
 from core.media import load_audio
 from core.stt import FasterWhisperTranscriber, OpenAIWhisperTranscriber, bundled_tiny_en, load_transcriber
 
@@ -26,7 +27,10 @@ def test_faster_whisper_transcribes_known_sentence(speak_wav):
 def test_offline_default_is_the_bundled_model_and_says_so(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     transcriber, note = load_transcriber("faster-whisper", None, "cpu")
-    assert "bundled" in transcriber.name and "tiny.en" in note
+    assert transcriber.name == "faster-whisper base (bundled)" and note == ""  # the CPU's base, installed
+    monkeypatch.setattr(stt, "bundled_base", lambda: None)  # the base packages missing: tiny.en, and it says so
+    transcriber, note = load_transcriber("faster-whisper", None, "cpu")
+    assert "tiny.en" in transcriber.name and "tiny.en (English only)" in note
 
 
 def test_missing_whisper_model_says_which_variable_to_set(tmp_path):

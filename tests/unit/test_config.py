@@ -9,7 +9,7 @@ def test_defaults_follow_the_contract(monkeypatch, cuda):
     """The defaults on each kind of machine (what the README promises), whichever this one is."""
     monkeypatch.setattr(config, "cuda_available", lambda: cuda)
     s = Settings.from_env({})
-    assert s.tts_engine == "gtts" and str(s.log_dir) == "logs" and s.openai_base_url is None
+    assert s.tts_engine == "gtts" and str(s.log_dir) == "logs" and s.openai_base_url is None and s.piper_voice is None
     if cuda:
         assert (s.device, s.llava_quant, s.llava_model) == ("cuda", "4bit", config.CUDA_LLAVA_MODEL)
         assert s.stt_engine == "openai-whisper" and s.llava_cache_tokens == config.CUDA_CACHE_TOKENS
@@ -66,3 +66,17 @@ def test_masked_url_keeps_the_address():
 
     assert masked_url("http://[::1]:8000/v1/") == "http://[::1]:8000/v1"
     assert masked_url("http://u:p@host/v1") == masked_url("http://host/v1") == "http://host/v1"
+
+
+def test_piper_voice_must_be_a_voice_file_with_its_configuration_beside_it(tmp_path):
+    voice = tmp_path / "en_GB-alan-medium.onnx"
+    with pytest.raises(ValueError, match="PIPER_VOICE=.*is not a file"):
+        Settings.from_env({"PIPER_VOICE": str(voice)})
+    voice.write_bytes(b"onnx")
+    with pytest.raises(ValueError, match=r"no en_GB-alan-medium\.onnx\.json beside it"):
+        Settings.from_env({"PIPER_VOICE": str(voice)})
+    voice.with_name("en_GB-alan-medium.onnx.json").write_text("{}")
+    assert Settings.from_env({"PIPER_VOICE": str(voice), "TTS_ENGINE": "piper"}).piper_voice == voice
+    assert Settings.from_env({}).piper_voice is None  # the bundled voice
+    with pytest.raises(ValueError, match="PIPER_VOICE"):
+        Settings.from_env({"PIPER_VOICE": str(tmp_path)})  # a folder is not a voice

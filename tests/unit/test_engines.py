@@ -149,6 +149,7 @@ def test_only_a_failed_download_falls_back_to_the_bundled_whisper(monkeypatch, e
 
     monkeypatch.setattr(stt, "FasterWhisperTranscriber", Loader)
     monkeypatch.setattr(stt, "bundled_tiny_en", lambda: "/bundled/tiny.en")
+    monkeypatch.setattr(stt, "bundled_base", lambda: None)  # else the CPU's base is the installed copy: no download
     monkeypatch.setattr(stt, "hub_offline", lambda: False)
     if falls_back:
         transcriber, note = stt.load_transcriber("faster-whisper", None, "cpu")

