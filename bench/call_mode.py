@@ -5,11 +5,12 @@
 Starts the app (tiny random LLaVA, bundled Whisper, espeak-ng) and plays questions spoken by
 espeak-ng through Chromium's fake microphone:
 
-  call mode   one file: the questions, 6 s of silence after each; Hands-free on, no click. The
-              replies (512 tokens) are still being spoken when the next question starts, so every
-              question after the first is also a barge-in.
+  call mode   per question, a fresh page: Hands-free on, the question; no click.
   click path  per question, a fresh page: mic button, the question, approve at the end of the
               speech (the quickest a person could click).
+  conversation  one page, one file: the questions, 6 s of silence after each, Hands-free on. The
+              replies (512 tokens) are still being written and spoken when the next question
+              starts, so every question after the first is a barge-in.
 
 Measured per question: end of speech (the last non-silent sample of the question in the file,
 mapped to the page's clock) to the first audio of its reply playing in the page; for barge-ins,
@@ -82,6 +83,19 @@ def first_audio(page, turn_prefix: str) -> float:
 
 
 def call_mode(playwright, url: str, work: Path, questions: list[str]) -> dict:
+    latencies = []
+    for number, question in enumerate(questions):
+        wav = work / f"call-{number}.wav"
+        spoken = conversation(wav, [1.0, question, 2.0])[0]
+        browser, page = open_page(playwright, url, wav)
+        page.get_by_text("Hands-free").click()
+        start = first_audio(page, "0-1-")
+        latencies.append((start - (page.evaluate("window.__talkCall.t0") + spoken.end_s * 1000)) / 1000)
+        browser.close()
+    return {"end_of_speech_to_first_audio_s": latencies}
+
+
+def call_conversation(playwright, url: str, work: Path, questions: list[str]) -> dict:
     wav = work / "call.wav"
     parts: list = [1.0]
     for question in questions:
@@ -157,6 +171,7 @@ def main() -> None:
                 click_path(playwright, url, work, questions[:1])  # warm-up: models loaded, first-turn costs paid
                 call = call_mode(playwright, url, work, questions)
                 click = click_path(playwright, url, work, questions)
+                talk = call_conversation(playwright, url, work, questions)
         finally:
             os.killpg(process.pid, signal.SIGTERM)
     result = {
@@ -166,9 +181,10 @@ def main() -> None:
         "median": {
             "call_mode_end_of_speech_to_first_audio_s": median(call["end_of_speech_to_first_audio_s"]),
             "click_path_end_of_speech_to_first_audio_s": median(click["end_of_speech_to_first_audio_s"]),
-            "barge_in_onset_to_audio_paused_s": median(call["barge_in_s"]),
+            "conversation_end_of_speech_to_first_audio_s": median(talk["end_of_speech_to_first_audio_s"]),
+            "barge_in_onset_to_audio_paused_s": median(talk["barge_in_s"]),
         },
-        "call_mode": call, "click_path": click,
+        "call_mode": call, "click_path": click, "conversation": talk,
     }
     text = json.dumps(result, indent=1)
     print(text)
