@@ -118,8 +118,7 @@ class HistoryIndex:
             raise folder_problem(self.log_dir, OSError(str(e))) from e
         try:
             db.execute("PRAGMA busy_timeout = 30000")  # concurrent syncs wait for each other
-            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":  # switching needs the file alone
-                db.execute("PRAGMA journal_mode = WAL")  # readers never wait for a sync in another session
+            _use_wal(db)  # readers never wait for a sync in another session
             if _schema(db) != SCHEMA_VERSION:  # new, or made by another version: rebuilt from the logs
                 with _transaction(db):
                     if _schema(db) != SCHEMA_VERSION:  # another session may have just done it
@@ -310,6 +309,19 @@ def _schema(db: sqlite3.Connection) -> str | None:
     except sqlite3.OperationalError:  # no meta table yet
         return None
     return row[0] if row else None
+
+
+def _use_wal(db: sqlite3.Connection, patience_s: float = 30.0) -> None:
+    """Switch a new index to WAL. Switching needs the file alone, and SQLite may answer "database is
+    locked" at once, without its busy timeout, while another session opens it: try again a while."""
+    deadline = time.monotonic() + patience_s
+    while db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 @contextmanager

@@ -23,7 +23,8 @@ def test_typed_multi_turn_conversation_with_image(app):
     assert len(at.chat_message[0].get("image")) == 1  # the image is shown in the user's message
     audio = at.get("audio")
     assert len(audio) == 1 and not audio[0].proto.autoplay  # the whole reply, to replay
-    (queue,) = at.get("bidi_component")  # the sentences went to the page's speech queue as they came
+    (queue,) = [c for c in at.get("bidi_component") if c.proto.component_name.endswith("talk_speech_queue")
+                ]  # the sentences went to the page's speech queue as they came
     clips = json.loads(queue.proto.json)["clips"]
     assert queue.proto.component_name == "talk_speech_queue" and clips
     assert [c["seq"] for c in clips] == list(range(clips[0]["seq"], clips[0]["seq"] + len(clips)))

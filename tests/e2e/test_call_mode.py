@@ -39,9 +39,9 @@ def page_time(page, file_s: float) -> float:
     return page.evaluate("(s) => window.__talkCall.t0 + s * 1000", file_s)
 
 
-def session_of(log_dir, question_words: str):
-    """The one logged session whose first question holds these words."""
-    sessions = [read_session(path) for path in list_session_files(log_dir)]
+def session_of(log_dir, question_words: str, before: set):
+    """The one session logged since `before` (the files there then) whose first question holds these words."""
+    sessions = [read_session(path) for path in list_session_files(log_dir) if path not in before]
     firsts = [s.conversation.exchanges[0].question.text.lower() if s.conversation.exchanges else "" for s in sessions]
     found = [s for s, first in zip(sessions, firsts) if question_words in first]
     assert len(found) == 1, firsts
@@ -56,6 +56,7 @@ def test_two_spoken_questions_give_two_answered_spoken_turns_without_a_click(ser
     url, log_dir = server
     wav = tmp_path / "two.wav"
     asked = conversation(wav, [1.0, "What is in this picture?", 10.0, "What colour is the big red car?", 6.0])
+    before = set(list_session_files(log_dir))
     page = browser_with_mic(wav)
     start_call(page, url, short=True)
     page.wait_for_function("window.__talkCall.sent >= 2", timeout=60_000)
@@ -68,7 +69,7 @@ def test_two_spoken_questions_give_two_answered_spoken_turns_without_a_click(ser
     for entry, question in zip(heard, asked):  # each utterance is the question, with little cut or added
         assert abs(entry["onset_sample"] / rate - question.start_s) < 0.15
         assert abs(entry["end_sample"] / rate - question.end_s) < 0.15
-    session = session_of(log_dir, "picture")
+    session = session_of(log_dir, "picture", before)
     exchanges = session.conversation.exchanges
     assert [e.question.source for e in exchanges] == ["voice", "voice"]
     assert "car" in exchanges[1].question.text.lower()
@@ -87,6 +88,7 @@ def test_talking_over_a_spoken_reply_stops_it_at_once_and_asks_the_new_question(
     url, log_dir = server
     wav = tmp_path / "barge.wav"
     asked = conversation(wav, [1.0, "Please describe this image.", 7.0, "What colour is the big red car?", 6.0])
+    before = set(list_session_files(log_dir))
     page = browser_with_mic(wav)
     start_call(page, url)  # 512 new tokens: the first reply is still being spoken when the second question starts
     page.wait_for_function("window.__talkSpeech && window.__talkSpeech.log.some(e => e.turn.startsWith('1-2-'))",
@@ -102,7 +104,7 @@ def test_talking_over_a_spoken_reply_stops_it_at_once_and_asks_the_new_question(
 
     deadline = time.monotonic() + 60
     while True:  # the log is written by the page's run; wait for the second answer
-        exchanges = session_of(log_dir, "describe").conversation.exchanges
+        exchanges = session_of(log_dir, "describe", before).conversation.exchanges
         if len(exchanges) == 2 and exchanges[1].answer is not None or time.monotonic() > deadline:
             break
         time.sleep(0.5)
