@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.conftest import CHROMIUM_FLAGS, free_port, wait_until_healthy  # noqa: E402
+from tests.e2e.conftest import CHROMIUM_FLAGS, app_process, free_port  # noqa: E402
 from tests.fake_mic import conversation  # noqa: E402
 from ui.call_mode import SILENCE_MS  # noqa: E402
 
@@ -48,21 +47,17 @@ QUESTIONS = ["What is in this picture?", "What colour is the big red car?", "Ple
 GAP_S = 6.0  # silence after each question in call mode
 
 
-def start_app(work: Path) -> tuple[str, subprocess.Popen]:
+def app(work: Path):
+    """The app (its own process) with the tiny model built into work; a context manager yielding its URL."""
     from core.tiny_llava import build_tiny_llava
 
     model = build_tiny_llava(work / "tiny-llava")
     port = free_port()
-    env = {**os.environ, "LLAVA_MODEL": str(model), "LOG_DIR": str(work / "logs"), "TTS_ENGINE": "espeak",
-           "HF_HUB_OFFLINE": "1"}
-    log = work / "server.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    env = {"LLAVA_MODEL": str(model), "LOG_DIR": str(work / "logs"), "TTS_ENGINE": "espeak"}
     url = f"http://127.0.0.1:{port}"
-    wait_until_healthy(url, process, log, 180)
-    return url, process
+    command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+               "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"]
+    return url, app_process(command, env, work / "server.log", url)
 
 
 def open_page(playwright, url: str, wav: Path):
@@ -82,17 +77,36 @@ def first_audio(page, turn_prefix: str) -> float:
     return page.evaluate("(p) => window.__talkSpeech.log.find(e => e.turn.startsWith(p)).start", turn_prefix)
 
 
-def call_mode(playwright, url: str, work: Path, questions: list[str]) -> dict:
+def each_on_a_fresh_page(playwright, url: str, work: Path, questions: list[str], ask) -> dict:
+    """Per question, a page whose microphone says it (after lead silence): ask(page, spoken) asks
+    it and returns the page time of the end of speech; then the wait for the reply's first audio."""
     latencies = []
     for number, question in enumerate(questions):
-        wav = work / f"call-{number}.wav"
+        wav = work / f"question-{number}.wav"
         spoken = conversation(wav, [1.0, question, 2.0])[0]
         browser, page = open_page(playwright, url, wav)
-        page.get_by_text("Hands-free").click()
-        start = first_audio(page, "0-1-")
-        latencies.append((start - (page.evaluate("window.__talkCall.t0") + spoken.end_s * 1000)) / 1000)
+        end_of_speech, turn = ask(page, spoken)
+        latencies.append((first_audio(page, turn) - end_of_speech) / 1000)
         browser.close()
     return {"end_of_speech_to_first_audio_s": latencies}
+
+
+def hands_free(page, spoken) -> tuple[float, str]:
+    page.get_by_text("Hands-free").click()
+    page.wait_for_function("window.__talkCall && window.__talkCall.t0 !== null")
+    page.wait_for_function("window.__talkCall.sent >= 1")
+    return page.evaluate("window.__talkCall.t0") + spoken.end_s * 1000, "0-1-"
+
+
+def click_to_record(page, spoken) -> tuple[float, str]:
+    page.evaluate("""() => document.addEventListener("click", (e) => {
+        if (e.target.closest('[data-testid="stChatInputMicButton"]')) window.__micClick = performance.now();
+    }, true)""")
+    page.click("[data-testid=stChatInputMicButton]")
+    clicked = page.evaluate("window.__micClick")
+    time.sleep(spoken.end_s)  # the person stops speaking, and clicks at once
+    page.click("[data-testid=stChatInputApproveButton]")
+    return clicked + spoken.end_s * 1000, "0-0-"
 
 
 def call_conversation(playwright, url: str, work: Path, questions: list[str]) -> dict:
@@ -121,25 +135,6 @@ def call_conversation(playwright, url: str, work: Path, questions: list[str]) ->
             "utterances_heard": len([h for h in heard if not h["dropped"]])}
 
 
-def click_path(playwright, url: str, work: Path, questions: list[str]) -> dict:
-    latencies = []
-    for number, question in enumerate(questions):
-        wav = work / f"click-{number}.wav"
-        spoken = conversation(wav, [0.3, question, 1.0])[0]
-        browser, page = open_page(playwright, url, wav)
-        page.evaluate("""() => document.addEventListener("click", (e) => {
-            if (e.target.closest('[data-testid="stChatInputMicButton"]')) window.__micClick = performance.now();
-        }, true)""")
-        page.click("[data-testid=stChatInputMicButton]")
-        clicked = page.evaluate("window.__micClick")
-        time.sleep(spoken.end_s)  # the person stops speaking, and clicks at once
-        page.click("[data-testid=stChatInputApproveButton]")
-        start = first_audio(page, "0-0-")
-        latencies.append((start - (clicked + spoken.end_s * 1000)) / 1000)
-        browser.close()
-    return {"end_of_speech_to_first_audio_s": latencies}
-
-
 def versions() -> dict:
     from importlib.metadata import version
 
@@ -165,15 +160,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        url, process = start_app(work)
-        try:
-            with sync_playwright() as playwright:
-                click_path(playwright, url, work, questions[:1])  # warm-up: models loaded, first-turn costs paid
-                call = call_mode(playwright, url, work, questions)
-                click = click_path(playwright, url, work, questions)
-                talk = call_conversation(playwright, url, work, questions)
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
+        url, running = app(work)
+        with running, sync_playwright() as playwright:
+            each_on_a_fresh_page(playwright, url, work, questions[:1], click_to_record)  # warm-up: first-turn costs
+            call = each_on_a_fresh_page(playwright, url, work, questions, hands_free)
+            click = each_on_a_fresh_page(playwright, url, work, questions, click_to_record)
+            talk = call_conversation(playwright, url, work, questions)
     result = {
         "benchmark": "call_mode", "date": date.today().isoformat(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "versions": versions(),

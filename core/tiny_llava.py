@@ -150,10 +150,27 @@ def _vision_sizes() -> dict:
                 image_size=IMAGE_SIZE, patch_size=PATCH_SIZE)
 
 
+# llava-1.5 and v1.6 share the CLIP side: 336-px crops (here IMAGE_SIZE), no CLS token ("default"),
+# the second-to-last layer's features.
+CLIP_CROP = {"shortest_edge": IMAGE_SIZE}, {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+
+
+def _clip_processor_args(tokenizer, chat_template: str) -> dict:
+    return dict(tokenizer=tokenizer, patch_size=PATCH_SIZE, vision_feature_select_strategy="default",
+                num_additional_image_tokens=1, chat_template=chat_template)
+
+
+def _clip_config_args(tokenizer) -> dict:
+    from transformers import CLIPVisionConfig
+
+    return dict(vision_config=CLIPVisionConfig(**_vision_sizes()),
+                image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+                vision_feature_layer=-2, vision_feature_select_strategy="default")
+
+
 def _llava_15():
     from transformers import (
         CLIPImageProcessorPil,
-        CLIPVisionConfig,
         LlamaConfig,
         LlavaConfig,
         LlavaForConditionalGeneration,
@@ -162,22 +179,12 @@ def _llava_15():
 
     tokenizer = _tokenizer(["<unk>", "<s>", "</s>", "<pad>", "<image>"], "<s>", "</s>", "<unk>", "<pad>",
                            image_token="<image>")
-    processor = LlavaProcessor(
-        image_processor=CLIPImageProcessorPil(
-            size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
-        ),
-        tokenizer=tokenizer,
-        patch_size=PATCH_SIZE,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=LLAVA_15_CHAT_TEMPLATE,
-    )
+    size, crop = CLIP_CROP
+    processor = LlavaProcessor(image_processor=CLIPImageProcessorPil(size=size, crop_size=crop),
+                               **_clip_processor_args(tokenizer, LLAVA_15_CHAT_TEMPLATE))
     config = LlavaConfig(
-        vision_config=CLIPVisionConfig(**_vision_sizes()),
         text_config=LlamaConfig(**_text_sizes(tokenizer, CONTEXT["llava-1.5"]), num_key_value_heads=4),
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
+        **_clip_config_args(tokenizer),
     )
     return LlavaForConditionalGeneration(config), processor
 
@@ -186,7 +193,6 @@ def _llava_next():
     """llava-v1.6-mistral: CLIP without its CLS token (feature layer -2), Mistral with grouped
     key/value heads and no sliding window (Mistral-7B-Instruct-v0.2), a <s> before every prompt."""
     from transformers import (
-        CLIPVisionConfig,
         LlavaNextConfig,
         LlavaNextForConditionalGeneration,
         LlavaNextImageProcessorPil,
@@ -196,25 +202,16 @@ def _llava_next():
 
     tokenizer = _tokenizer(["<unk>", "<s>", "</s>", "<image>", "<pad>"], "<s>", "</s>", "<unk>", "<pad>",
                            add_bos=True, image_token="<image>")
+    size, crop = CLIP_CROP
     processor = LlavaNextProcessor(
-        image_processor=LlavaNextImageProcessorPil(
-            size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-            image_grid_pinpoints=NEXT_PINPOINTS,
-        ),
-        tokenizer=tokenizer,
-        patch_size=PATCH_SIZE,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=LLAVA_NEXT_MISTRAL_CHAT_TEMPLATE,
+        image_processor=LlavaNextImageProcessorPil(size=size, crop_size=crop, image_grid_pinpoints=NEXT_PINPOINTS),
+        **_clip_processor_args(tokenizer, LLAVA_NEXT_MISTRAL_CHAT_TEMPLATE),
     )
     config = LlavaNextConfig(
-        vision_config=CLIPVisionConfig(**_vision_sizes()),
         text_config=MistralConfig(**_text_sizes(tokenizer, CONTEXT["llava-next"]), num_key_value_heads=2,
                                   sliding_window=None),
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         image_grid_pinpoints=NEXT_PINPOINTS,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
+        **_clip_config_args(tokenizer),
     )
     return LlavaNextForConditionalGeneration(config), processor
 

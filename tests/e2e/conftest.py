@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,27 +46,35 @@ def wait_until_healthy(url: str, process: subprocess.Popen, log: Path, timeout_s
         time.sleep(0.5)
 
 
+@contextmanager
+def app_process(command: list[str], env: dict, log: Path, url: str, timeout_s: float = 180):
+    """The app started by command (in the repository, its own process group, output to log); yields
+    once Streamlit's health check answers at url; stopped (TERM, then KILL) afterwards."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+                                                           **env},
+                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_until_healthy(url, process, log, timeout_s)
+            yield process
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
 @pytest.fixture(scope="session")
 def server(tiny_llava, tmp_path_factory):
     """`bash scripts/app.sh` on a free loopback port, with a temporary LOG_DIR and the tiny model."""
     log_dir = tmp_path_factory.mktemp("e2e-logs")
     port = free_port()
-    env = {**os.environ, "LLAVA_MODEL": str(tiny_llava), "LOG_DIR": str(log_dir), "TTS_ENGINE": "espeak",
-           "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    output = open(log_dir / "server.log", "wb")  # noqa: SIM115  (the server writes it until the fixture ends)
-    process = subprocess.Popen(
-        ["bash", "scripts/app.sh", "--server.port", str(port), "--server.address", "127.0.0.1"],
-        cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    env = {"LLAVA_MODEL": str(tiny_llava), "LOG_DIR": str(log_dir), "TTS_ENGINE": "espeak"}
     url = f"http://127.0.0.1:{port}"
-    wait_until_healthy(url, process, log_dir / "server.log", 180)
-    yield url, log_dir
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-    output.close()
+    command = ["bash", "scripts/app.sh", "--server.port", str(port), "--server.address", "127.0.0.1"]
+    with app_process(command, env, log_dir / "server.log", url):
+        yield url, log_dir
 
 
 @pytest.fixture(scope="session")

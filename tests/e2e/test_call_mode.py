@@ -39,13 +39,24 @@ def page_time(page, file_s: float) -> float:
     return page.evaluate("(s) => window.__talkCall.t0 + s * 1000", file_s)
 
 
-def session_of(log_dir, question_words: str, before: set):
-    """The one session logged since `before` (the files there then) whose first question holds these words."""
-    sessions = [read_session(path) for path in list_session_files(log_dir) if path not in before]
-    firsts = [s.conversation.exchanges[0].question.text.lower() if s.conversation.exchanges else "" for s in sessions]
-    found = [s for s, first in zip(sessions, firsts) if question_words in first]
-    assert len(found) == 1, firsts
-    return found[0]
+class Call:
+    """A Hands-free call on a fresh page whose microphone says parts (sentences, seconds of silence)."""
+
+    def __init__(self, server, browser_with_mic, tmp_path, parts: list, short: bool = False):
+        url, self.log_dir = server
+        wav = tmp_path / "call.wav"
+        self.asked = conversation(wav, [1.0, *parts, 6.0])
+        self.before = set(list_session_files(self.log_dir))  # the server's log holds other tests' sessions
+        self.page = browser_with_mic(wav)
+        start_call(self.page, url, short)
+
+    def session(self, question_words: str):
+        """The one session of this call: logged since it began, its first question holding these words."""
+        sessions = [read_session(p) for p in list_session_files(self.log_dir) if p not in self.before]
+        firsts = [s.conversation.exchanges[0].question.text.lower() if s.conversation.exchanges else "" for s in sessions]
+        found = [s for s, first in zip(sessions, firsts) if question_words in first]
+        assert len(found) == 1, firsts
+        return found[0]
 
 
 def clips_of(page, index: int) -> list[dict]:
@@ -53,12 +64,9 @@ def clips_of(page, index: int) -> list[dict]:
 
 
 def test_two_spoken_questions_give_two_answered_spoken_turns_without_a_click(server, browser_with_mic, tmp_path):
-    url, log_dir = server
-    wav = tmp_path / "two.wav"
-    asked = conversation(wav, [1.0, "What is in this picture?", 10.0, "What colour is the big red car?", 6.0])
-    before = set(list_session_files(log_dir))
-    page = browser_with_mic(wav)
-    start_call(page, url, short=True)
+    call = Call(server, browser_with_mic, tmp_path, ["What is in this picture?", 10.0, "What colour is the big red car?"],
+                short=True)
+    page, asked = call.page, call.asked
     page.wait_for_function("window.__talkCall.sent >= 2", timeout=60_000)
     page.wait_for_function("window.__talkSpeech.log.some(e => e.turn.startsWith('1-2-'))", timeout=60_000)
     page.screenshot(path=tmp_path / "call-mode.png")
@@ -69,7 +77,7 @@ def test_two_spoken_questions_give_two_answered_spoken_turns_without_a_click(ser
     for entry, question in zip(heard, asked):  # each utterance is the question, with little cut or added
         assert abs(entry["onset_sample"] / rate - question.start_s) < 0.15
         assert abs(entry["end_sample"] / rate - question.end_s) < 0.15
-    session = session_of(log_dir, "picture", before)
+    session = call.session("picture")
     exchanges = session.conversation.exchanges
     assert [e.question.source for e in exchanges] == ["voice", "voice"]
     assert "car" in exchanges[1].question.text.lower()
@@ -85,12 +93,9 @@ def test_two_spoken_questions_give_two_answered_spoken_turns_without_a_click(ser
 
 
 def test_talking_over_a_spoken_reply_stops_it_at_once_and_asks_the_new_question(server, browser_with_mic, tmp_path):
-    url, log_dir = server
-    wav = tmp_path / "barge.wav"
-    asked = conversation(wav, [1.0, "Please describe this image.", 7.0, "What colour is the big red car?", 6.0])
-    before = set(list_session_files(log_dir))
-    page = browser_with_mic(wav)
-    start_call(page, url)  # 512 new tokens: the first reply is still being spoken when the second question starts
+    # 512 new tokens: the first reply is still being spoken when the second question starts
+    call = Call(server, browser_with_mic, tmp_path, ["Please describe this image.", 7.0, "What colour is the big red car?"])
+    page, asked = call.page, call.asked
     page.wait_for_function("window.__talkSpeech && window.__talkSpeech.log.some(e => e.turn.startsWith('1-2-'))",
                            timeout=90_000)
     onset = page_time(page, asked[1].start_s)
@@ -104,7 +109,7 @@ def test_talking_over_a_spoken_reply_stops_it_at_once_and_asks_the_new_question(
 
     deadline = time.monotonic() + 60
     while True:  # the log is written by the page's run; wait for the second answer
-        exchanges = session_of(log_dir, "describe", before).conversation.exchanges
+        exchanges = call.session("describe").conversation.exchanges
         if len(exchanges) == 2 and exchanges[1].answer is not None or time.monotonic() > deadline:
             break
         time.sleep(0.5)

@@ -7,16 +7,14 @@ Screenshots of each step go to $SIGNIN_SCREENSHOTS (or the test's tmp_path).
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from core.session_log import list_session_files, read_session, user_log_dir
-from tests.conftest import ROOT, png_bytes
-from tests.e2e.conftest import free_port, wait_until_healthy
+from tests.conftest import png_bytes
+from tests.e2e.conftest import app_process, free_port
 from tests.e2e.test_browser import MESSAGES, type_question, wait_for_reply
 from tests.oidc_provider import auth_secrets, confirm_sign_out, oidc_provider, sign_in
 
@@ -38,23 +36,12 @@ def signin_server(tiny_llava, tmp_path_factory, provider):
     log_dir, secrets = work / "logs", work / "secrets.toml"
     port = free_port()
     secrets.write_text(auth_secrets(provider, port))
-    env = {**os.environ, "LLAVA_MODEL": str(tiny_llava), "LOG_DIR": str(log_dir), "TTS_ENGINE": "none",
-           "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    output = open(work / "server.log", "wb")  # noqa: SIM115  (the server writes it until the fixture ends)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-         "--server.address", "localhost", "--secrets.files", str(secrets)],
-        cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    env = {"LLAVA_MODEL": str(tiny_llava), "LOG_DIR": str(log_dir), "TTS_ENGINE": "none"}
+    command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+               "--server.address", "localhost", "--secrets.files", str(secrets)]
     url = f"http://localhost:{port}"
-    wait_until_healthy(url, process, work / "server.log", 120)
-    yield url, log_dir
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-    output.close()
+    with app_process(command, env, work / "server.log", url, 120):
+        yield url, log_dir
 
 
 @pytest.fixture
