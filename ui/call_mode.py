@@ -6,11 +6,11 @@ is on. Its script keeps the call on `window` (the microphone stays open across r
 - getUserMedia with echo cancellation, noise suppression and automatic gain; an AudioWorklet
   hands 20 ms frames to the page;
 - an energy voice-activity detector (bench/vad.py measured it against Silero VAD): speech starts
-  when 3 frames in a row are 12 dB over the tracked noise floor (and over -45 dBFS), and ends
-  after `silence_ms` below it; 300 ms before the start are kept, so the first word is whole;
+  when 3 frames in a row are 12 dB over the noise floor (the quietest frame of the last 5 s) and
+  over -45 dBFS, and ends after `silence_ms` below it; 300 ms before the start are kept, so the first word is whole;
   bursts shorter than 250 ms are dropped;
 - each utterance, resampled to 16 kHz mono 16-bit WAV, is sent as the trigger value "utterance"
-  ({id, wav: base64}); Python asks it as a voice question (ui.state.utterances);
+  ({id, wav: base64}); Python asks it as a voice question (ui.state.take_utterance);
 - barge-in: speech starting while a reply is written or spoken silences the speech queue at once
   (ui/speech_queue.py, in the browser; clips of replies to earlier utterances are dropped when
   they come) and sends the trigger "barge" ({turn, spoken, upto: the last utterance id sent}):
@@ -64,7 +64,7 @@ class TalkFrames extends AudioWorkletProcessor {
 }
 registerProcessor("talk-frames", TalkFrames);`;
 
-const FRAME_MS = 20, ONSET_FRAMES = 3, PREROLL_MS = 300, MIN_SPEECH_MS = 250, MAX_MS = 60000;
+const FRAME_MS = 20, FLOOR_MS = 5000, ONSET_FRAMES = 3, PREROLL_MS = 300, MIN_SPEECH_MS = 250, MAX_MS = 60000;
 const LABELS = { starting: "Starting the microphone…", listening: "Listening — just talk",
                  hearing: "Hearing you…", thinking: "Thinking…", speaking: "Speaking — talk to interrupt" };
 
@@ -95,7 +95,7 @@ function wavBase64(frames, rate) {
 }
 
 function createCall() {
-  const call = { on: false, stream: null, ctx: null, state: "starting", error: null, level: 0, floor: -70,
+  const call = { on: false, stream: null, ctx: null, state: "starting", error: null, level: 0, floor: -90, history: [],
                  loud: 0, quiet: 0, speaking: false, frames: [], preroll: [], samples: 0, t0: null, rate: null,
                  sent: 0, handled: 0, silenceMs: 700, send: null, ui: null, log: [], current: null };
   const speech = () => window.__talkSpeech;
@@ -118,16 +118,17 @@ function createCall() {
     for (let i = 0; i < frame.length; i++) energy += frame[i] * frame[i];
     const db = 10 * Math.log10(energy / frame.length + 1e-10);
     call.level = db;
+    // The noise floor: the quietest frame of the last 5 s (minimum statistics). Pauses between words
+    // fall to it, so it follows a fan or a street while someone talks, and never locks on the speech.
+    call.history.push(db);
+    if (call.history.length * frameMs > FLOOR_MS) call.history.shift();
+    call.floor = Math.max(-90, Math.min(...call.history));
     const threshold = Math.max(call.floor + 12, -45);
     if (!call.speaking) {
       call.preroll.push(frame);
       while (call.preroll.length * frameMs > PREROLL_MS) call.preroll.shift();
       call.loud = db > threshold ? call.loud + 1 : 0;
-      if (call.loud < ONSET_FRAMES) {
-        call.floor = Math.max(-90, Math.min(-35, call.floor + 0.05 * (db - call.floor)));
-      } else {
-        call.onset(frame.length);
-      }
+      if (call.loud >= ONSET_FRAMES) call.onset(frame.length);
     } else {
       call.frames.push(frame);
       if (db > threshold - 3) { call.quiet = 0; call.current.last = call.samples + frame.length; }
@@ -193,7 +194,7 @@ function createCall() {
   };
 
   call.stop = () => {
-    call.on = false; call.speaking = false; call.frames = []; call.preroll = [];
+    call.on = false; call.speaking = false; call.frames = []; call.preroll = []; call.history = [];
     if (call.stream) call.stream.getTracks().forEach((t) => t.stop());
     if (call.ctx) call.ctx.close();
     call.stream = null; call.ctx = null; call.t0 = null; call.samples = 0; call.state = "starting";
