@@ -10,6 +10,9 @@ detection there is a false one).
   energy   the app's own detector: ui/call_mode.py's script run in Chromium, fed the file in 20 ms
            frames (call.frame), at 16 kHz. No browser audio processing (echo cancellation, noise
            suppression), so this is harder than what it hears in the page.
+  energy, in the page   the same script as the page runs it: Chromium's fake microphone plays the
+           file through getUserMedia with echo cancellation, noise suppression and gain control
+           (what a user's browser does), 48 kHz, on a loopback page; played in real time.
   silero   Silero VAD v6 (the ONNX model faster-whisper ships; the model @ricky0123/vad-web runs in
            a browser), faster_whisper.vad.get_speech_timestamps with call mode's settings: 0.7 s of
            silence ends an utterance, at least 0.25 s of speech, no padding.
@@ -22,14 +25,18 @@ time per second of audio. Prints JSON.
 from __future__ import annotations
 
 import argparse
+import http.server
 import json
 import os
 import platform
 import shutil
 import statistics
 import sys
+import tempfile
+import threading
 import time
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.media import SAMPLE_RATE, load_audio  # noqa: E402
+from core.media import SAMPLE_RATE, load_audio, wav_bytes  # noqa: E402
 from tests.e2e.conftest import CHROMIUM_FLAGS  # noqa: E402
 from tests.fake_mic import conversation  # noqa: E402
 from ui.call_mode import JS, SILENCE_MS  # noqa: E402
@@ -86,6 +93,36 @@ def energy_detector(page, samples: np.ndarray) -> tuple[list[tuple[float, float]
     return found, seconds
 
 
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def in_the_page(playwright, samples: np.ndarray, work: Path) -> list[tuple[float, float]]:
+    """What call mode hears when the file is its microphone (browser audio processing included)."""
+    wav = work / "mic.wav"
+    wav.write_bytes(wav_bytes(np.concatenate([samples, np.zeros(SAMPLE_RATE, np.float32)])))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(work)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    browser = playwright.chromium.launch(executable_path=shutil.which("chromium"),
+                                         args=CHROMIUM_FLAGS + [f"--use-file-for-fake-audio-capture={wav}%noloop"])
+    try:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{server.server_address[1]}/")  # a secure context: getUserMedia works
+        page.evaluate("""async (js) => {
+            const url = URL.createObjectURL(new Blob([js], { type: "text/javascript" }));
+            (await import(url)).default({ data: { on: true, silence_ms: %d }, parentElement: document.body,
+                                          setTriggerValue: () => {} });
+        }""" % SILENCE_MS, JS)
+        time.sleep(len(samples) / SAMPLE_RATE + 1.5)
+        log, rate = page.evaluate("[window.__talkCall.log, window.__talkCall.rate]")
+    finally:
+        browser.close()
+        server.shutdown()
+    return [(e["onset_sample"] / rate, e["end_sample"] / rate) for e in log
+            if not e["dropped"] and e["end_sample"] is not None]
+
+
 def silero_detector(samples: np.ndarray) -> tuple[list[tuple[float, float]], float]:
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
@@ -96,7 +133,7 @@ def silero_detector(samples: np.ndarray) -> tuple[list[tuple[float, float]], flo
     return [(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in spans], seconds
 
 
-def score(found: list[tuple[float, float]], truth: list, seconds: float, audio_s: float) -> dict:
+def score(found: list[tuple[float, float]], truth: list, seconds: float | None, audio_s: float) -> dict:
     matched, onset, end = set(), [], []
     false = 0
     for start_s, end_s in found:
@@ -113,18 +150,20 @@ def score(found: list[tuple[float, float]], truth: list, seconds: float, audio_s
         "false": false,
         "median_onset_error_s": round(statistics.median(onset), 3) if onset else None,
         "median_end_error_s": round(statistics.median(end), 3) if end else None,
-        "cpu_ms_per_audio_s": round(1000 * seconds / audio_s, 2),
+        "cpu_ms_per_audio_s": None if seconds is None else round(1000 * seconds / audio_s, 2),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--in-the-page", action="store_true", help="also through the browser's microphone (real time)")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
     rng = np.random.default_rng(0)
-    wav = Path(os.environ.get("TMPDIR", "/tmp")) / "vad-bench.wav"
+    work = Path(tempfile.mkdtemp())
+    wav = work / "questions.wav"
     parts: list = [1.0]
     for question, gap in zip(QUESTIONS, GAPS_S):
         parts += [question, gap]
@@ -142,11 +181,16 @@ def main() -> None:
             results[name] = {"energy": score(found, truth, seconds, audio_s)}
             found, seconds = silero_detector(samples)
             results[name]["silero"] = score(found, truth, seconds, audio_s)
+            if args.in_the_page:
+                results[name]["energy, in the page"] = score(in_the_page(playwright, samples, work), truth, None, audio_s)
         samples = with_clicks(clean, rng)
         results["keyboard clicks, 6 a second"] = {}
         for detector, run in (("energy", lambda x: energy_detector(page, x)), ("silero", silero_detector)):
             found, seconds = run(samples)
             results["keyboard clicks, 6 a second"][detector] = score(found, truth, seconds, audio_s)
+        if args.in_the_page:
+            results["keyboard clicks, 6 a second"]["energy, in the page"] = score(
+                in_the_page(playwright, samples, work), truth, None, audio_s)
         for name, alone in (("noise alone (-34 dBFS)", rng.normal(0, 0.02, len(clean)).astype(np.float32)),
                             ("keyboard clicks alone", with_clicks(np.zeros_like(clean), rng))):
             results[name] = {}
