@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 WARM_UP_TOKENS = 4  # decode steps of the warm-up: enough for torch.compile to record its graphs
 PREFILL_MULTIPLE = 64  # a static-cache prompt is padded to a multiple of this many tokens (see Decoder)
+DYNAMIC_CACHES = 4  # conversations whose KV caches are kept at once on the CPU (people taking turns)
+DYNAMIC_CACHE_BYTES = 1 << 30  # and the memory they may hold together (OneVision-0.5B: 25 KiB a token)
 
 
 @dataclass(frozen=True)
@@ -40,15 +42,61 @@ class Sampling:
     top_p: float = 1.0
 
 
+class _Held:
+    """What one KV cache holds: the token ids whose keys and values it has, in order, and the image
+    their <image> tokens stood for (its digest: image tokens all have one id, so the ids alone cannot
+    tell two pictures apart)."""
+
+    def __init__(self, cache=None):
+        import torch
+
+        self.cache = cache  # a StaticCache, a DynamicCache, or None (nothing yet)
+        self.ids = torch.zeros(0, dtype=torch.long)
+        self.image: str | None = None
+        self.prompt = 0  # how many of ids were the last prompt (the rest: its reply)
+        self.used = 0.0  # time.monotonic() of its last turn: the least recently used goes first
+
+    def forget(self) -> None:
+        """What the cache holds is unknown (a prefill failed or was cut): reuse none of it."""
+        import torch
+
+        self.ids = torch.zeros(0, dtype=torch.long)
+        self.image = None
+
+    def reusable(self, ids, image: str | None, image_token: int | None) -> int:
+        """How many leading tokens of ids (a 1-D CPU tensor) this cache already holds."""
+        n = min(len(self.ids), len(ids))
+        differ = (self.ids[:n] != ids[:n]).nonzero()
+        common = int(differ[0]) if len(differ) else n
+        if image != self.image and image_token is not None:  # the same ids, another picture
+            at = (ids[:common] == image_token).nonzero()
+            if len(at):
+                common = int(at[0])
+        return common
+
+    def nbytes(self) -> int:
+        layers = getattr(self.cache, "layers", None) or []
+        return sum(t.numel() * t.element_size() for layer in layers
+                   for t in (getattr(layer, "keys", None), getattr(layer, "values", None)) if hasattr(t, "numel"))
+
+
 class Decoder:
-    """Prefill and decode for one LLaVA-family model, with a KV cache reused across turns.
+    """Prefill and decode for one LLaVA-family model, with the KV cache kept between turns.
 
     cache_tokens: the length (prompt + reply) of a static cache, whose tensors keep their addresses
-    from turn to turn, as CUDA graphs need; None: a dynamic cache that grows as needed (the CPU path,
+    from turn to turn, as CUDA graphs need; None: dynamic caches that grow as needed (the CPU path,
     where nothing is compiled). compile needs a static cache.
 
-    With a static cache the prompt is padded on the right to a multiple of PREFILL_MULTIPLE tokens:
-    Triton kernels (gemlite's 4-bit matmuls) are compiled and tuned per size class of their
+    Keeping the cache: each cache remembers the ids it holds (the prompt and the reply tokens fed
+    back), and a new prompt prefills only what follows the longest prefix it shares with them: a
+    follow-up prefills its question, Regenerate and Edit the part after the change, a new image
+    everything from that image on. Causal attention makes the kept keys and values exactly those a
+    full prefill would compute. A static cache is one (its addresses are in the CUDA graphs);
+    dynamic caches are up to DYNAMIC_CACHES, within DYNAMIC_CACHE_BYTES, so that people taking turns
+    on one model each find their own conversation; a prompt takes the cache that holds most of it.
+
+    With a static cache the part prefilled is padded on the right to a multiple of PREFILL_MULTIPLE
+    tokens: Triton kernels (gemlite's 4-bit matmuls) are compiled and tuned per size class of their
     inputs, so a few padded lengths, all seen at warm-up, replace a new length at every turn (a
     turn of a new length took 3 to 19 s on the H100 before). The padding is causal-safe: no
     prompt position attends to it, and decoding starts at the real length, overwriting it.
@@ -63,62 +111,161 @@ class Decoder:
         self.cache_tokens = cache_tokens
         self.pad_to = pad_to
         self.eos = _eos_ids(model)
-        self._static_cache = None
+        self.image_token = _image_token_id(model.config)
         if cache_tokens is not None:
             from transformers import StaticCache
 
-            self._static_cache = StaticCache(config=model.config, max_cache_len=cache_tokens)
+            _no_window_within(model.config, cache_tokens)
+            self.held = [_Held(StaticCache(config=model.config, max_cache_len=cache_tokens))]
         elif compile:
             raise ValueError("a compiled decoder needs a static cache (cache_tokens)")
+        else:
+            self.held = []
+        self._cache = None  # the cache of the turn being decoded
         self._step = torch.compile(self._forward_one, mode="reduce-overhead", fullgraph=True) if compile else self._forward_one
         self._cuda = self.device.type == "cuda"
         # Where each token lands on the host; pinned, so that the copy does not wait for later steps.
         self._host = torch.zeros(1, dtype=torch.long, pin_memory=self._cuda)
-        self.last: dict[str, float] = {}  # the last turn's prompt_tokens, padded_tokens, prefill_s
+        self.last: dict[str, float] = {}  # the last prefill's prompt_tokens, cached_tokens, padded_tokens, prefill_s
 
-    def tokens(self, inputs, max_new_tokens: int, sampling: Sampling, stop: Callable[[], bool]) -> Iterator[int]:
-        """Yield the ids of the reply to inputs (the processor's output, on the model's device)."""
+    def tokens(self, inputs, max_new_tokens: int, sampling: Sampling, stop: Callable[[], bool],
+               image: str | None = None) -> Iterator[int]:
+        """Yield the ids of the reply to inputs (the processor's output, on the CPU or the model's
+        device); image: the digest of the picture its <image> tokens stand for."""
         import torch
 
         with torch.no_grad():
-            cache = self._new_cache()
-            length = inputs["input_ids"].shape[1]
-            padded = self._padded(inputs) if cache is not None else inputs
-            total = padded["input_ids"].shape[1]
-            start = time.perf_counter()
-            out = self.model(**padded, past_key_values=cache, use_cache=True, logits_to_keep=total - length + 1,
-                             cache_position=torch.arange(total, device=self.device))
-            self._cache = out.past_key_values
-            if total > length:
-                _forget_padding(self._cache, length)
-            token = _pick(out.logits[:, 0], sampling)  # the logits at the prompt's last real token
-            if self._cuda:
-                torch.cuda.synchronize()
-            self.last = {"prompt_tokens": length, "padded_tokens": total, "prefill_s": round(time.perf_counter() - start, 4)}
+            held, logits = self._prefill(inputs, image)
+            length = len(held.ids)
+            token = _pick(logits, sampling)
+            fed: list[int] = []  # reply tokens whose keys and values are in the cache
+            read: list[int] = []
             position = torch.tensor([length], device=self.device)
-            for n in range(max_new_tokens):
-                self._host.copy_(token.view(-1), non_blocking=True)
-                ready = _event(self._cuda)
-                following = None
-                if n + 1 < max_new_tokens and not stop():  # queue the next step before reading this token
-                    following = _pick(self._run_step(token, position), sampling)
-                    position = position + 1
-                if ready is not None:
-                    ready.synchronize()
-                token_id = int(self._host[0])
-                if token_id in self.eos:
-                    return
-                yield token_id
-                if following is None:
-                    return
-                token = following
+            try:
+                for n in range(max_new_tokens):
+                    self._host.copy_(token.view(-1), non_blocking=True)
+                    ready = _event(self._cuda)
+                    following = None
+                    if n + 1 < max_new_tokens and not stop():  # queue the next step before reading this token
+                        following = _pick(self._run_step(token, position), sampling)
+                        position = position + 1
+                    if ready is not None:
+                        ready.synchronize()
+                    read.append(int(self._host[0]))
+                    if following is not None:
+                        fed.append(read[-1])
+                    if read[-1] in self.eos:
+                        return
+                    yield read[-1]
+                    if following is None:
+                        return
+                    token = following
+            except Exception:
+                held.forget()  # a step may have failed half-way
+                raise
+            finally:  # also when the reader stops early: what was fed is in the cache
+                if len(held.ids) == length:
+                    held.ids = torch.cat([held.ids, torch.tensor(fed, dtype=torch.long)])
 
-    def _padded(self, inputs):
-        """inputs with input_ids (and attention_mask) padded on the right, within the cache."""
+    def prefill(self, inputs, image: str | None = None) -> None:
+        """Prefill the prompt into a cache and keep it, decoding nothing: a picture attached before
+        its question is encoded while the person still types or speaks."""
+        import torch
+
+        with torch.no_grad():
+            self._prefill(inputs, image)
+
+    def _prefill(self, inputs, image: str | None):
+        """Prefill what no cache holds yet; returns (the cache, the logits at the prompt's last token)."""
+        import torch
+
+        ids = inputs["input_ids"][0].to("cpu")
+        length = len(ids)
+        held = self._take(ids, image)
+        reuse = min(held.reusable(ids, image, self.image_token), length - 1)  # at least one token to read logits from
+        if self.image_token is not None:  # an image is prefilled whole or not at all
+            at = (ids == self.image_token).nonzero()
+            if len(at) and int(at[0]) < reuse <= int(at[-1]):
+                reuse = int(at[0])
+        part = self._part(inputs, reuse, at_image=self.image_token is not None and bool((ids[reuse:] == self.image_token).any()))
+        total = reuse + part["input_ids"].shape[1]
+        start = time.perf_counter()
+        held.forget()
+        cache = self._keep_only(held, reuse)
+        out = self.model(**part, past_key_values=cache, use_cache=True, logits_to_keep=total - length + 1,
+                         cache_position=torch.arange(reuse, total, device=self.device))
+        held.cache = out.past_key_values
+        if total > length:
+            _forget_padding(held.cache, length)
+        self._cache = held.cache
+        logits = out.logits[:, 0]  # at the prompt's last real token
+        if self._cuda:
+            torch.cuda.synchronize()
+        held.ids, held.image, held.prompt, held.used = ids, image, length, time.monotonic()
+        self.last = {"prompt_tokens": length, "cached_tokens": reuse, "padded_tokens": total,
+                     "prefill_s": round(time.perf_counter() - start, 4)}
+        self._evict()
+        return held, logits
+
+    def _take(self, ids, image: str | None) -> _Held:
+        """The cache to prefill ids into. Static: the one. Dynamic: the one that holds most of ids when
+        ids go on from all it holds (a follow-up); else a new one that starts as a view of that
+        prefix (Regenerate, Edit, a second person with the same system prompt), so that the
+        conversation it held stays for its next turn. Dynamic layers append by concatenating, never
+        in place, so a view of another cache's tensors is never written through."""
+        if self.cache_tokens is not None:
+            return self.held[0]
+        best = max(self.held, key=lambda h: (h.reusable(ids, image, self.image_token), h.used), default=None)
+        common = best.reusable(ids, image, self.image_token) if best is not None else 0
+        if best is not None and common >= best.prompt > 0:
+            return best
+        branch = _Held()
+        if common:
+            branch.cache, branch.ids, branch.image = _view(best.cache, common), best.ids[:common], best.image
+        self.held.append(branch)
+        while len(self.held) > DYNAMIC_CACHES:
+            self.held.remove(min(self.held[:-1], key=lambda h: h.used))
+        return branch
+
+    def _keep_only(self, held: _Held, reuse: int):
+        """The cache cut back to its first reuse tokens (None: the model starts a new one)."""
+        cache = held.cache
+        if cache is None or (reuse == 0 and self.cache_tokens is None):
+            return None
+        if self.cache_tokens is not None:
+            if reuse == 0:
+                cache.reset()
+            else:
+                _forget_padding(cache, reuse)
+            return cache
+        if any(getattr(layer, "is_sliding", False) for layer in cache.layers):
+            return None  # a sliding window has dropped what it slid past: start again
+        return _view(cache, reuse)
+
+    def _evict(self) -> None:
+        """Dynamic caches beyond DYNAMIC_CACHE_BYTES go, least recently used first (never the last)."""
+        if self.cache_tokens is not None:
+            return
+        while len(self.held) > 1 and sum(h.nbytes() for h in self.held) > DYNAMIC_CACHE_BYTES:
+            self.held.remove(min(self.held, key=lambda h: h.used))
+
+    def _part(self, inputs, reuse: int, at_image: bool) -> dict:
+        """The inputs from position reuse on (padded with a static cache); the image's tensors only
+        when its tokens are among them."""
+        part = {"input_ids": inputs["input_ids"][:, reuse:].to(self.device)}
+        if at_image:
+            part.update({k: v.to(self.device) for k, v in inputs.items() if k not in ("input_ids", "attention_mask")})
+            part = {k: (v.to(self.model.dtype) if v.is_floating_point() else v) for k, v in part.items()}
+        if reuse == 0 and "attention_mask" in inputs:
+            part["attention_mask"] = inputs["attention_mask"].to(self.device)
+        return self._padded(part, room=self.cache_tokens - reuse) if self.cache_tokens is not None else part
+
+    def _padded(self, inputs, room: int):
+        """inputs with input_ids (and attention_mask) padded on the right, within room tokens."""
         import torch
 
         length = inputs["input_ids"].shape[1]
-        target = min(-(-length // self.pad_to) * self.pad_to, self.cache_tokens)
+        target = min(-(-length // self.pad_to) * self.pad_to, room)
         if target == length:
             return inputs
         pad = target - length
@@ -142,12 +289,6 @@ class Decoder:
             ids = torch.full((1, length), 1, dtype=torch.long, device=self.device)
             self.model.model.language_model(input_ids=ids, use_cache=False)
 
-    def _new_cache(self):
-        if self._static_cache is None:
-            return None  # the model makes a DynamicCache
-        self._static_cache.reset()
-        return self._static_cache
-
     def _run_step(self, token, position):
         import torch
 
@@ -169,6 +310,18 @@ class Decoder:
         return self.model.lm_head(hidden[:, -1])
 
 
+def _view(cache, length: int):
+    """A cache of the same kind holding views of the first length positions of another's layers."""
+    import copy
+
+    view = copy.copy(cache)
+    view.layers = [copy.copy(layer) for layer in cache.layers]
+    for layer in view.layers:
+        if getattr(layer, "keys", None) is not None and layer.keys.numel():
+            layer.keys, layer.values = layer.keys[..., :length, :], layer.values[..., :length, :]
+    return view
+
+
 def _forget_padding(cache, length: int) -> None:
     """The next token goes to position length, over the padding. transformers' static layers count
     the positions they have written (since 5.2x) instead of reading cache_position: set that
@@ -177,6 +330,27 @@ def _forget_padding(cache, length: int) -> None:
         written = getattr(layer, "cumulative_length", None)
         if hasattr(written, "fill_"):
             written.fill_(length)
+
+
+def _image_token_id(config) -> int | None:
+    """The id of the <image> placeholder (its positions hold the picture's features)."""
+    for name in ("image_token_id", "image_token_index"):
+        if isinstance(getattr(config, name, None), int):
+            return getattr(config, name)
+    return None
+
+
+def _no_window_within(config, cache_tokens: int) -> None:
+    """A sliding window at least as long as the static cache never slides: drop it. Mistral's
+    config (llava-v1.6-mistral) carries a 4,096-token window; with it, transformers' mask guards on
+    the cache's written length and the compiled step recorded a new CUDA graph at every new length
+    (15-25 s at a user's turn on the H200). Without it, the same attention, and one graph."""
+    text = config.get_text_config()
+    window = getattr(text, "sliding_window", None)
+    if isinstance(window, int) and window >= cache_tokens:
+        text.sliding_window = None
+        if getattr(text, "layer_types", None):
+            text.layer_types = ["full_attention" for _ in text.layer_types]
 
 
 def _pick(logits, sampling: Sampling):

@@ -111,6 +111,20 @@ class LlavaModel:
             self.worker.submit(lambda job, n=length: self.decoder.warm_prefill(n)).done.wait()
         return time.perf_counter() - start
 
+    def prepare(self, image: str, images: Mapping[str, Image.Image], system_prompt: str = ""):
+        """Encode a picture as soon as it is attached: the vision tower and the prompt up to its
+        question are prefilled in the worker while the person still types or speaks, so the question
+        prefills only its own words. Turns stay first come, first served (this is a job in the
+        worker's queue like a turn); a question that arrives meanwhile waits for the rest of it.
+        Returns the job: job.halt.set() cancels it if it has not started (a replaced picture)."""
+        inputs = self.inputs([Exchange(Question("", image=image))], images, system_prompt)
+
+        def work(job) -> None:
+            if not job.halt.is_set():
+                self.decoder.prefill(inputs, image)
+
+        return self.worker.submit(work)
+
     def count_tokens(self, text: str) -> int:
         """Tokens generated for this reply, when it is a recent one; else tokens of the text."""
         counted = self.generated.get(text)
@@ -171,10 +185,11 @@ class LlavaModel:
             logger.info("trimmed %d old exchanges to fit the context", len(exchanges) - len(kept))
         sampling = Sampling(options.temperature, options.top_p)
 
+        image = next(iter(image_digests(kept)), None)
+
         def work(job) -> None:  # in the worker thread
-            on_device = inputs.to(self.model.device, self.model.dtype)
-            for token_id in self.decoder.tokens(on_device, max_new_tokens, sampling,
-                                                lambda: stop.is_set() or job.halt.is_set()):
+            for token_id in self.decoder.tokens(inputs, max_new_tokens, sampling,
+                                                lambda: stop.is_set() or job.halt.is_set(), image):
                 job.out.put(token_id)
 
         job = self.worker.submit(work)
