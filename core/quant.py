@@ -42,6 +42,18 @@ def language_model(model):
     return model.model.language_model
 
 
+def hqq_settings() -> dict:
+    """What a kept 4-bit model was made with (core.saved_model keys its file on it)."""
+    return {"method": "hqq", "bits": HQQ_BITS, "group_size": HQQ_GROUP_SIZE, "axis": 1, "kernels": "gemlite"}
+
+
+def is_quantised(model) -> bool:
+    """No plain Linear layer is left in the language model (they were all made 4-bit)."""
+    import torch
+
+    return not any(isinstance(m, torch.nn.Linear) for m in language_model(model).modules())
+
+
 def quantize_hqq(model, device: str, kernels: bool = True, progress=None) -> int:
     """Replace the language model's Linear layers by 4-bit HQQ layers on device; then, on CUDA,
     hand them to gemlite's kernels. Returns the number of layers quantised.
@@ -80,10 +92,59 @@ def kernel_choices_file() -> Path:
 
 
 def load_kernel_choices() -> bool:
+    """gemlite's kernel choices kept by an earlier start on this GPU model; on a card gemlite ships no
+    choices for, those of its closest card first (the H200 is an H100 with more memory: same chip,
+    same kernels; gemlite matches on the name and found none, so a first start tuned everything)."""
     import gemlite
 
+    sibling = shipped_choices_for(torch_device_name())
+    if sibling:
+        gemlite.load_config(str(sibling), print_error=False)
     path = kernel_choices_file()
     return path.exists() and gemlite.load_config(str(path), print_error=False)
+
+
+SIBLING_CARDS = {"h200": "h100", "gh200": "h100", "h800": "h100", "h20": "h100"}  # same chip, gemlite has the first's
+
+
+def torch_device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0)
+
+
+def shipped_choices_for(device_name: str) -> Path | None:
+    """The kernel choices gemlite ships for a sibling of this card, when it ships none for the card."""
+    from importlib.util import find_spec
+
+    spec = find_spec("gemlite")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "configs"
+    name = device_name.lower().replace(" ", "_")
+    tags = sorted((p.stem for p in folder.glob("*.json")), key=len, reverse=True)
+    if any(tag in name for tag in tags):
+        return None  # gemlite loads its own at import
+    for card, sibling in SIBLING_CARDS.items():
+        if card in name.split("_") and (folder / f"{sibling}.json").exists():
+            return folder / f"{sibling}.json"
+    return None
+
+
+def warm_up_lengths(lengths: list[int], closest=None) -> list[int]:
+    """One prompt length per tuning class of gemlite's kernels: gemlite tunes and keys its choices
+    on M rounded up to its classes (64, 96, 128, 192, 256, 384, 512, 768, 1024, ...), so one
+    length of each is enough for a turn never to tune (10 lengths instead of 32 for a 2,048 cache;
+    14 instead of 136 for OneVision's 8,704). Every length when gemlite is not there."""
+    if closest is None:
+        try:
+            from gemlite.triton_kernels.utils import get_closest_m as closest
+        except ImportError:
+            return list(lengths)
+    classes: dict[int, int] = {}
+    for length in lengths:
+        classes.setdefault(closest(length), length)
+    return sorted(classes.values())
 
 
 def save_kernel_choices() -> None:

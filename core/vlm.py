@@ -63,6 +63,7 @@ class LlavaModel:
         from transformers import AutoModelForImageTextToText
 
         from core import quant as quantisation
+        from core import saved_model
 
         progress = progress or logger.info
         quant, note = _available(quant, device)
@@ -73,16 +74,23 @@ class LlavaModel:
             kwargs["device_map"] = {"": 0}
         try:
             processor = _load_processor(model_id)
-            model = AutoModelForImageTextToText.from_pretrained(model_id, **kwargs).eval()
+            kept = saved_model.entry(model_id, quantisation.hqq_settings(), device) if quant == "4bit" else None
+            model = saved_model.load(kept, device) if kept else None
+            if model is not None:
+                progress("Loaded the 4-bit weights kept from an earlier start.")
+            else:
+                model = AutoModelForImageTextToText.from_pretrained(model_id, **kwargs).eval()
         except Exception as e:
             raise ModelLoadError(
                 f"Could not load the model LLAVA_MODEL={model_id!r}: {e}",
                 "Set LLAVA_MODEL to a local model folder (offline, `python -m core.tiny_llava "
                 "models/tiny-llava` builds a random test model), or connect to the Hugging Face hub.",
             ) from e
-        if quant == "4bit":
+        if quant == "4bit" and not _quantised(model):
             progress("Quantising the language model to 4 bit (HQQ, gemlite kernels)…")
             quantisation.quantize_hqq(model, device, progress=progress)
+            progress("Keeping the 4-bit weights for the next start…")
+            saved_model.save(model, kept)
         compile = device == "cuda" and quant in ("4bit", "none")
         precision = quant if quant != "none" else str(kwargs["dtype"]).removeprefix("torch.")
         llava = cls(model, processor, f"{model_id} ({precision}, {device}{', compiled' if compile else ''})",
@@ -107,7 +115,10 @@ class LlavaModel:
         for _ in range(2):  # the second run replays what the first recorded
             for _ in self.stream(question, blank, GenerationOptions(temperature=0, max_new_tokens=WARM_UP_TOKENS)):
                 pass
-        for length in self.decoder.prefill_sizes():  # each prompt length a turn can have (padded)
+        self.worker.submit(lambda job: self.decoder.capture_part_graph()).done.wait()
+        from core.quant import warm_up_lengths
+
+        for length in warm_up_lengths(self.decoder.prefill_sizes()):  # a prompt length of each kernel class
             self.worker.submit(lambda job, n=length: self.decoder.warm_prefill(n)).done.wait()
         return time.perf_counter() - start
 
@@ -215,6 +226,13 @@ class LlavaModel:
             job.halt.set()  # the reader stopped early or went away: end the work at the next token
             job.done.wait(FINISH_WAIT_S)
         self.generated.remember(reply, produced)
+
+
+def _quantised(model) -> bool:
+    """Whether the language model's layers are 4-bit already (a model kept by core.saved_model)."""
+    from core.quant import is_quantised
+
+    return is_quantised(model)
 
 
 def _available(quant: str, device: str) -> tuple[str, str]:

@@ -10,6 +10,7 @@ from core.vlm import GenerationOptions, LlavaModel
 
 pytestmark = pytest.mark.slow
 IMAGE = "f" * 32
+RED = Image.new("RGB", (50, 40), "red")  # the picture whose digest is IMAGE
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def test_system_prompt_goes_first(model):
 
 
 def test_streamed_text_equals_non_streamed_greedy_text(model):
-    images = {IMAGE: Image.new("RGB", (50, 40), "red")}
+    images = {IMAGE: RED}
     options = GenerationOptions(temperature=0, max_new_tokens=40)
     streamed = "".join(model.stream(three_turns(), images, options))
 
@@ -59,14 +60,14 @@ def test_long_conversation_is_trimmed_to_the_context(model):
     exchanges = [Exchange(Question("Look.", image=IMAGE), Answer("ok"))]
     exchanges += [Exchange(Question(filler), Answer(filler)) for _ in range(10)]
     exchanges += [Exchange(Question("Last?"))]
-    images = {IMAGE: Image.new("RGB", (50, 40), "red")}
+    images = {IMAGE: RED}
     kept, inputs, budget = model.fit(exchanges, images, GenerationOptions(max_new_tokens=64))
     assert kept[0] is exchanges[0] and kept[-1] is exchanges[-1] and len(kept) < len(exchanges)
     assert budget == 64 and inputs["input_ids"].shape[1] + 64 <= model.context_length
 
 
 def test_reply_budget_shrinks_when_only_image_and_question_are_left(model):
-    images = {IMAGE: Image.new("RGB", (50, 40), "red")}
+    images = {IMAGE: RED}
     long_answer = "word " * ((model.context_length - 200) // model.count_tokens("word word ") * 2)
     exchanges = [Exchange(Question("Look.", image=IMAGE), Answer(long_answer)), Exchange(Question("Last?"))]
     kept, inputs, budget = model.fit(exchanges, images, GenerationOptions(max_new_tokens=512))
@@ -77,7 +78,7 @@ def test_reply_budget_shrinks_when_only_image_and_question_are_left(model):
 
 def test_stop_event_ends_generation_early(model):
     stop = threading.Event()
-    chunks, images = [], {IMAGE: Image.new("RGB", (50, 40), "red")}
+    chunks, images = [], {IMAGE: RED}
     options = GenerationOptions(temperature=0, max_new_tokens=200)
     for chunk in model.stream(three_turns(), images, options, stop):
         chunks.append(chunk)
@@ -92,7 +93,7 @@ def test_failure_inside_the_worker_is_raised_not_hung_and_the_next_turn_works(mo
     def broken(*args, **kwargs):
         raise RuntimeError("CUDA out of memory (simulated)")
 
-    images, options = {IMAGE: Image.new("RGB", (50, 40), "red")}, GenerationOptions(temperature=0, max_new_tokens=8)
+    images, options = {IMAGE: RED}, GenerationOptions(temperature=0, max_new_tokens=8)
     with monkeypatch.context() as patch:
         patch.setattr(model.model, "forward", broken)
         with pytest.raises(GenerationError, match="out of memory"):
@@ -115,8 +116,8 @@ def test_one_worker_thread_runs_every_turn(model):
     try:
         options = GenerationOptions(temperature=0, max_new_tokens=4)
         for _ in range(2):
-            list(model.stream(three_turns(), {IMAGE: Image.new("RGB", (50, 40), "red")}, options))
-        other = threading.Thread(target=lambda: list(model.stream(three_turns(), {IMAGE: Image.new("RGB", (50, 40), "red")}, options)))
+            list(model.stream(three_turns(), {IMAGE: RED}, options))
+        other = threading.Thread(target=lambda: list(model.stream(three_turns(), {IMAGE: RED}, options)))
         other.start()
         other.join(30)
     finally:
@@ -126,7 +127,7 @@ def test_one_worker_thread_runs_every_turn(model):
 
 def test_sampling_with_top_p_gives_valid_text_and_respects_max_new_tokens(model):
     options = GenerationOptions(temperature=0.9, top_p=0.8, max_new_tokens=12)
-    chunks = list(model.stream(three_turns(), {IMAGE: Image.new("RGB", (50, 40), "red")}, options))
+    chunks = list(model.stream(three_turns(), {IMAGE: RED}, options))
     reply = "".join(chunks)
     assert model.count_tokens(reply) <= 12
 
@@ -192,7 +193,7 @@ def test_hqq_4bit_wiring_on_the_cpu(tiny_llava):
     assert sum(isinstance(m, HQQLinear) for m in loaded.modules()) == count
     assert any(isinstance(m, torch.nn.Linear) for m in loaded.model.vision_tower.modules())
     quantised = LlavaModel(loaded, AutoProcessor.from_pretrained(str(tiny_llava)), "tiny 4bit")
-    images = {IMAGE: Image.new("RGB", (50, 40), "red")}
+    images = {IMAGE: RED}
     streamed = "".join(quantised.stream(three_turns(), images, GenerationOptions(temperature=0, max_new_tokens=16)))
     inputs = quantised.inputs(three_turns(), images)
     output = loaded.generate(**inputs, max_new_tokens=16, do_sample=False)
@@ -214,7 +215,7 @@ def test_warm_up_runs_every_padded_prompt_length_in_the_worker_thread(tiny_llava
     model.warm_up()
     assert [n for n, _ in seen] == [64, 128, 192, 256] and {t for _, t in seen} == {model.worker.thread}
     assert model.context_length == 256
-    reply = "".join(model.stream(three_turns(), {IMAGE: Image.new("RGB", (50, 40), "red")}, GenerationOptions(max_new_tokens=300)))
+    reply = "".join(model.stream(three_turns(), {IMAGE: RED}, GenerationOptions(max_new_tokens=300)))
     assert model.decoder.last["prompt_tokens"] + model.count_tokens(reply) <= 256  # trimmed to the cache
 
 
