@@ -98,6 +98,7 @@ class LlavaModel:
         if llava.note:
             logger.warning(llava.note)
         if compile:
+            _keep_compiled_kernels()
             tuned = quant == "4bit" and quantisation.load_kernel_choices()
             progress("Compiling the decoder, recording its CUDA graphs and tuning its kernels for every prompt "
                      f"length ({'seconds' if tuned else 'a few minutes'} on a first start)…")
@@ -226,6 +227,18 @@ class LlavaModel:
             job.halt.set()  # the reader stopped early or went away: end the work at the next token
             job.done.wait(FINISH_WAIT_S)
         self.generated.remember(reply, produced)
+
+
+def _keep_compiled_kernels() -> None:
+    """inductor's and Triton's caches under the app's cache folder unless set: their defaults are
+    under /tmp (gone at a reboot), and a restart that finds them compiles and tunes nothing."""
+    import os
+
+    from core.saved_model import cache_folder
+
+    root = cache_folder().parent
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root / "inductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", str(root / "triton"))
 
 
 def _quantised(model) -> bool:
