@@ -122,8 +122,9 @@ def part_process(ctx, name: str) -> None:
                "--device", ctx["device"]]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=ctx["child_timeout"])
+    (ctx["out"] / f"child-{ctx['family']}-{name}.log").write_text(done.stderr[-200_000:])  # TORCH_LOGS go there
     lines = done.stdout.strip().splitlines()
-    RESULT[name] = json.loads(lines[-1]) if done.returncode == 0 and lines else {"error": done.stderr[-1500:]}
+    RESULT[name] = json.loads(lines[-1]) if done.returncode == 0 and lines else {"error": done.stderr[-4000:]}
     RESULT[name]["process_wall_s"] = round(time.perf_counter() - start, 1)
 
 
@@ -138,11 +139,15 @@ def child(args) -> None:
 class Recorded:
     """CUDA graphs recorded by torch.compile's cudagraph trees and frames compiled by dynamo, counted."""
 
-    def __init__(self):
+    def __init__(self, worker):
         import torch._dynamo.utils as dynamo_utils
 
         self.counters = dynamo_utils.counters
         self.graphs = 0
+        worker.submit(lambda job: self._count_recordings()).done.wait()  # imported in the thread that uses it:
+        # cudagraph trees keep their state in that thread's storage, set up when the module is imported
+
+    def _count_recordings(self) -> None:
         try:
             from torch._inductor import cudagraph_trees
 
@@ -242,7 +247,7 @@ def main() -> None:
     build(args.family, folder, args.quick)
     RESULT["environment"]["build_s"] = round(time.perf_counter() - start, 1)
     caches = scratch / "caches"  # empty at the cold start, filled by it for the restart
-    ctx = {"family": args.family, "folder": folder, "device": device, "child_timeout": 900,
+    ctx = {"family": args.family, "folder": folder, "device": device, "child_timeout": 900, "out": out,
            "cache_env": {"XDG_CACHE_HOME": str(caches), "TORCHINDUCTOR_CACHE_DIR": str(caches / "inductor"),
                          "TRITON_CACHE_DIR": str(caches / "triton")},
            "turns": 4 if args.quick else TURNS, "reply_tokens": 8 if args.quick else REPLY_TOKENS,
@@ -255,8 +260,10 @@ def main() -> None:
                 part_process(ctx, part)
             else:
                 if "model" not in ctx:
+                    from core.decoding import shared_worker
+
                     os.environ.update(ctx["cache_env"])
-                    ctx["recorded"] = Recorded()
+                    ctx["recorded"] = Recorded(shared_worker())
                     ctx["model"], seconds, _ = load(folder, device)
                     RESULT["in_process_load_s"] = seconds
                 {"turns": part_turns, "decode": part_decode, "prepared": part_prepared}[part](ctx)

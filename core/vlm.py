@@ -59,40 +59,13 @@ class LlavaModel:
         compiled with CUDA graphs, and the warm-up compiles and records them, so that no user's turn
         waits for a compiler. On the CPU: fp32, eager.
         """
-        import torch
-        from transformers import AutoModelForImageTextToText
-
         from core import quant as quantisation
-        from core import saved_model
 
         progress = progress or logger.info
         quant, note = _available(quant, device)
-        kwargs: dict = {"dtype": torch.float16 if device == "cuda" else torch.float32}
-        if quant in ("nf4", "8bit"):
-            kwargs["quantization_config"] = quantisation.bitsandbytes_config(quant)
-        if device == "cuda" and quant != "4bit":  # 4bit loads on the CPU and quantises on the way to the GPU
-            kwargs["device_map"] = {"": 0}
-        try:
-            processor = _load_processor(model_id)
-            kept = saved_model.entry(model_id, quantisation.hqq_settings(), device) if quant == "4bit" else None
-            model = saved_model.load(kept, device) if kept else None
-            if model is not None:
-                progress("Loaded the 4-bit weights kept from an earlier start.")
-            else:
-                model = AutoModelForImageTextToText.from_pretrained(model_id, **kwargs).eval()
-        except Exception as e:
-            raise ModelLoadError(
-                f"Could not load the model LLAVA_MODEL={model_id!r}: {e}",
-                "Set LLAVA_MODEL to a local model folder (offline, `python -m core.tiny_llava "
-                "models/tiny-llava` builds a random test model), or connect to the Hugging Face hub.",
-            ) from e
-        if quant == "4bit" and not _quantised(model):
-            progress("Quantising the language model to 4 bit (HQQ, gemlite kernels)…")
-            quantisation.quantize_hqq(model, device, progress=progress)
-            progress("Keeping the 4-bit weights for the next start…")
-            saved_model.save(model, kept)
+        model, processor, kept, dtype = _weights(model_id, quant, device, progress)
         compile = device == "cuda" and quant in ("4bit", "none")
-        precision = quant if quant != "none" else str(kwargs["dtype"]).removeprefix("torch.")
+        precision = quant if quant != "none" else str(dtype).removeprefix("torch.")
         llava = cls(model, processor, f"{model_id} ({precision}, {device}{', compiled' if compile else ''})",
                     token_timeout_s, note, cache_tokens, compile)
         if llava.note:
@@ -102,7 +75,14 @@ class LlavaModel:
             tuned = quant == "4bit" and quantisation.load_kernel_choices()
             progress("Compiling the decoder, recording its CUDA graphs and tuning its kernels for every prompt "
                      f"length ({'seconds' if tuned else 'a few minutes'} on a first start)…")
-            seconds = llava.warm_up()
+            try:
+                seconds = llava.warm_up()
+            except GenerationError:
+                if kept is None:
+                    raise
+                logger.exception("The kept 4-bit model %s fails: quantising again.", kept)
+                kept.unlink(missing_ok=True)  # never trusted again; this start rebuilds it
+                return cls.load(model_id, quant, device, token_timeout_s, cache_tokens, progress)
             if quant == "4bit":
                 quantisation.save_kernel_choices()
             progress(f"Warmed up in {seconds:.0f} s.")
@@ -229,6 +209,42 @@ class LlavaModel:
         self.generated.remember(reply, produced)
 
 
+def _weights(model_id: str, quant: str, device: str, progress):
+    """(model, processor, the kept entry it came from or None, dtype): 4bit from the entry kept by an
+    earlier start when there is one, else from the checkpoint, quantised on the way and kept."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from core import quant as quantisation
+    from core import saved_model
+
+    kwargs: dict = {"dtype": torch.float16 if device == "cuda" else torch.float32}
+    if quant in ("nf4", "8bit"):
+        kwargs["quantization_config"] = quantisation.bitsandbytes_config(quant)
+    if device == "cuda" and quant != "4bit":  # 4bit loads on the CPU and quantises on the way to the GPU
+        kwargs["device_map"] = {"": 0}
+    try:
+        processor = _load_processor(model_id)
+        entry = saved_model.entry(model_id, quantisation.hqq_settings(), device) if quant == "4bit" else None
+        model = saved_model.load(entry, device) if entry else None
+        if model is not None:
+            progress("Loaded the 4-bit weights kept from an earlier start.")
+            return model, processor, entry, kwargs["dtype"]
+        model = AutoModelForImageTextToText.from_pretrained(model_id, **kwargs).eval()
+    except Exception as e:
+        raise ModelLoadError(
+            f"Could not load the model LLAVA_MODEL={model_id!r}: {e}",
+            "Set LLAVA_MODEL to a local model folder (offline, `python -m core.tiny_llava "
+            "models/tiny-llava` builds a random test model), or connect to the Hugging Face hub.",
+        ) from e
+    if quant == "4bit":
+        progress("Quantising the language model to 4 bit (HQQ, gemlite kernels)…")
+        quantisation.quantize_hqq(model, device, progress=progress)
+        progress("Keeping the 4-bit weights for the next start…")
+        saved_model.save(model, entry)
+    return model, processor, None, kwargs["dtype"]
+
+
 def _keep_compiled_kernels() -> None:
     """inductor's and Triton's caches under the app's cache folder unless set: their defaults are
     under /tmp (gone at a reboot), and a restart that finds them compiles and tunes nothing."""
@@ -239,13 +255,6 @@ def _keep_compiled_kernels() -> None:
     root = cache_folder().parent
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root / "inductor"))
     os.environ.setdefault("TRITON_CACHE_DIR", str(root / "triton"))
-
-
-def _quantised(model) -> bool:
-    """Whether the language model's layers are 4-bit already (a model kept by core.saved_model)."""
-    from core.quant import is_quantised
-
-    return is_quantised(model)
 
 
 def _available(quant: str, device: str) -> tuple[str, str]:
