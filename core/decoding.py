@@ -307,10 +307,13 @@ class Decoder:
         H200 for 16-32 tokens). Needs the cache allocated (after a first prefill). In the worker."""
         if not (self._cuda and self.cache_tokens is not None) or self.held[0].cache is None:
             return False
+        import torch
+
         held = self.held[0]
         held.forget()
         self._cache = held.cache
-        self._part_graph = _PartGraph(self, held.cache)
+        with torch.no_grad():  # else the cache's tensors come to require grad, and the compiled step recompiles
+            self._part_graph = _PartGraph(self, held.cache)
         return True
 
     def forward_part(self, ids, positions):

@@ -12,7 +12,8 @@ torch.save pickles the whole module tree (HQQ's and gemlite's layers hold packed
 metadata, not plain tensors a state_dict could restore onto fresh modules). transformers' output-
 capturing forward hooks are closures pickle cannot take; they are installed lazily, on the first
 forward that asks for hidden states, and marked by an attribute: both are stripped before saving,
-and transformers installs them again when they are needed.
+and transformers installs them again when they are needed, from a registry that each model's
+__init__ fills and unpickling does not: load() fills it.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def load(path: Path, device: str):
         model = torch.load(path, map_location=device, weights_only=False)
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"holds a {type(model).__name__}, not a model")
+        _register_output_capture(model)
+        _set_hqq_backend(model)
         return model.eval()
     except Exception as e:  # noqa: BLE001  (any failure: the entry is not trusted)
         logger.warning("The saved quantised model %s cannot be used (%s): rebuilding it.", path, str(e)[:200])
@@ -104,6 +107,28 @@ def save(model, path: Path) -> bool:
         logger.warning("Could not keep the quantised model in %s (%s): the next start quantises again.", path, e)
         return False
     return True
+
+
+def _register_output_capture(model) -> None:
+    """What each transformers model's __init__ registers and unpickling skips: the outputs its
+    submodules can record (hidden states, attentions), keyed by class. Without it, in a new process,
+    the vision tower returns no hidden states and LLaVA cannot take its features from them."""
+    from transformers import PreTrainedModel
+    from transformers.utils import output_capturing
+
+    for module in model.modules():
+        if isinstance(module, PreTrainedModel):
+            output_capturing._CAN_RECORD_REGISTRY[str(module.__class__)] = module._can_record_outputs
+
+
+def _set_hqq_backend(model) -> None:
+    """HQQLinear's forward is set on its class by each instance's __init__ (HQQLinear.set_backend):
+    layers left as HQQLinear (HQQ's own matmul, without gemlite) need it set again after unpickling."""
+    import sys
+
+    quantize = sys.modules.get("hqq.core.quantize")
+    if quantize is not None and any(isinstance(m, quantize.HQQLinear) for m in model.modules()):
+        quantize.HQQLinear.set_backend(quantize.HQQLinear.backend)
 
 
 def _strip_output_hooks(model) -> None:

@@ -34,7 +34,7 @@ class LlavaModel:
 
     def __init__(self, model, processor, name: str, token_timeout_s: float = 300.0, note: str = "",
                  cache_tokens: int | None = None, compile: bool = False):
-        self.model = model
+        self.model = model.requires_grad_(False)  # inference only: no tensor it writes ever needs grad
         self.processor = processor
         self.name = name
         self.note = note  # how it was loaded, when that differs from what was asked

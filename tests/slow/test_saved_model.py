@@ -45,6 +45,23 @@ def test_a_kept_model_answers_like_the_one_it_was_made_from(quantised, tiny_llav
     loaded = saved_model.load(path, "cpu")
     assert is_quantised(loaded) and reply(loaded, tiny_llava) == before
     assert reply(quantised, tiny_llava) == before  # the saved one still works too
+    assert reply_in_a_new_process(path, tiny_llava) == before  # a restart: nothing of this process's state
+
+
+def reply_in_a_new_process(path, folder) -> str:
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = ("import json, sys; from core import saved_model; from tests.slow.test_saved_model import reply; "
+            "model = saved_model.load(__import__('pathlib').Path(sys.argv[1]), 'cpu'); "
+            "print(json.dumps(reply(model, sys.argv[2])))")
+    done = subprocess.run([sys.executable, "-c", code, str(path), str(folder)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_a_damaged_entry_is_deleted_and_not_trusted(quantised, tmp_path, tiny_llava):
