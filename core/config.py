@@ -232,7 +232,25 @@ def _server_model(value: str) -> str:
 
 def looks_local(value: str) -> bool:
     """A value that names a file or folder on this machine, rather than a Hugging Face id or a size."""
-    return value.startswith(("/", ".", "~")) or Path(value).expanduser().exists()
+    if value.startswith(("/", ".", "~")):
+        return True
+    try:
+        return Path(value).exists()
+    except (OSError, ValueError):  # a name too long for this system, a NUL
+        return False
+
+
+def _path(value: str, fix: str) -> Path:
+    """The path a value names (~ expanded), or why it cannot name one."""
+    try:
+        path = Path(value).expanduser()
+        path.exists()  # raises for a name too long, a NUL; ~user of no user raised above
+    except RuntimeError as e:  # "~name" of no user
+        raise _Refused(f"starts with {value.split('/')[0]!r}, the home folder of a user this machine does not have",
+                       fix) from e
+    except (OSError, ValueError) as e:
+        raise _Refused(f"cannot be used as a path ({e})", fix) from e
+    return path
 
 
 def _hub_id(value: str, fix: str) -> str:
@@ -242,7 +260,7 @@ def _hub_id(value: str, fix: str) -> str:
 
 
 def _folder_holding(value: str, required: str, what: str, fix: str) -> str:
-    path = Path(value).expanduser()
+    path = _path(value, fix)
     if not path.exists():
         raise _Refused("names a folder that does not exist", fix)
     if not path.is_dir():
@@ -278,7 +296,7 @@ def _whisper_model(engine: str) -> Callable[[str], str]:
             raise _Refused("is not a Whisper size, a Hugging Face id (owner/name) nor a folder on this machine", fix)
         fix = f"Set it to a size ({', '.join(sizes)}) or to an openai-whisper checkpoint file (.pt)."
         if looks_local(value):
-            path = Path(value).expanduser()
+            path = _path(value, fix)
             if not path.is_file():
                 raise _Refused("is a folder, not a checkpoint file" if path.is_dir() else "names a file that does not exist", fix)
             return str(path)
@@ -290,8 +308,8 @@ def _whisper_model(engine: str) -> Callable[[str], str]:
 
 
 def _log_dir(value: str) -> Path:
-    path = Path(value).expanduser()
     fix = "Set it to a folder the app can write to (it is made if missing)."
+    path = _path(value, fix)
     if path.exists() and not path.is_dir():
         raise _Refused("is a file, not a folder", fix)
     ancestor = next((p for p in path.absolute().parents if p.exists()), None)
@@ -304,9 +322,9 @@ def _log_dir(value: str) -> Path:
 
 
 def _piper_voice(value: str) -> Path:
-    path = Path(value).expanduser()
     fix = ("Set it to a Piper voice's .onnx file with its .onnx.json beside it, both as downloaded "
            "(e.g. en_GB-alan-medium.onnx and en_GB-alan-medium.onnx.json from huggingface.co/rhasspy/piper-voices).")
+    path = _path(value, fix)
     if path.is_dir():
         raise _Refused("is a folder, not a voice file", fix)
     if not path.is_file():
