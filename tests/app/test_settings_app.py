@@ -104,3 +104,11 @@ def test_the_history_page_says_the_same(start):
     at.switch_page("pages/history.py").run()
     assert not at.exception
     assert any("LLAVA_CACHE_TOKENS='²⁵⁶'" in e.value for e in at.error)
+
+
+def test_a_hub_id_that_cannot_be_had_offline_is_named_by_the_model_load(start):
+    """A value of a hub id's shape is taken (the hub's rule allows "NaN"); offline, the load says which variable."""
+    at = start({"LLAVA_MODEL": "NaN"})
+    assert not at.exception, at.exception
+    assert not [e for e in at.error if "Configuration error" in e.value]
+    assert any("LLAVA_MODEL='NaN'" in e.value for e in at.error)
