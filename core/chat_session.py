@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
+from typing import Iterator, Mapping
 
 from PIL import Image
 
 from core.config import Settings
-from core.conversation import Answer, Conversation, Exchange, Notice, Question, image_digests
+from core.conversation import Answer, Conversation, Exchange, Notice, Question
 from core.errors import InvalidImage
 from core.media import ImageInput, load_image
 from core.session_log import LogFolderError, SessionLog, media_path, read_session, save_media, session_path
@@ -22,6 +24,57 @@ MAX_QUESTION_CHARS = 20_000
 log = logging.getLogger(__name__)
 
 
+class ImageGone(InvalidImage, KeyError):
+    """An image of the conversation that is neither in memory nor readable from the log's media."""
+
+
+class SessionImages(Mapping[str, Image.Image]):
+    """digest -> the normalised image, what the engines read the visual context's images from.
+
+    Only the images still of use stay in memory (ChatSession.trim_images: the current visual
+    context's and the one shown); any other is read back from the log's media file when asked for
+    (an old turn regenerated, a session continued from History), and not kept. An image whose file
+    could not be written (the log folder failing) stays in memory: nothing else holds it."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._kept: dict[str, Image.Image] = {}
+
+    def __getitem__(self, digest: str) -> Image.Image:
+        image = self._kept.get(digest)
+        return image if image is not None else self.read_back(digest)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._kept)
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __contains__(self, digest: object) -> bool:
+        return digest in self._kept or media_path(self.settings.log_dir, digest) is not None
+
+    def keep(self, digest: str, image: Image.Image) -> None:
+        self._kept[digest] = image
+
+    def keep_only(self, digests: set[str | None]) -> None:
+        for digest in [d for d in self._kept if d not in digests]:
+            if media_path(self.settings.log_dir, digest) is not None:  # else it lives only here
+                del self._kept[digest]
+
+    def read_back(self, digest: str) -> Image.Image:
+        """The image from its media file, normalised as at upload (older logs stored uploads as they came)."""
+        path = media_path(self.settings.log_dir, digest)
+        try:
+            if path is None:
+                raise FileNotFoundError(f"no media file {digest}.* in {self.settings.log_dir / 'media'}")
+            return load_image(path.read_bytes(), max_pixels=self.settings.max_image_pixels,
+                              max_bytes=self.settings.max_image_bytes).image
+        except (InvalidImage, OSError) as e:
+            log.warning("image %s cannot be read back: %s", digest, e)
+            raise ImageGone(f"The image of this part of the conversation cannot be read back from the log ({e}).",
+                            "Attach it again to ask about it.") from e
+
+
 class ChatSession:
     """Holds what a conversation needs between turns. The log file is created on the first record,
     so opening the page without asking anything leaves no empty session behind."""
@@ -30,7 +83,7 @@ class ChatSession:
         self.settings = settings
         self.meta = meta or {}
         self.conversation = Conversation()
-        self.images: dict[str, Image.Image] = {}  # digest -> the normalised image (previews come from its file)
+        self.images = SessionImages(settings)  # digest -> the normalised image (previews come from its file)
         self.pending_image: str | None = None  # set from the sidebar, taken by the next question
         self._log: SessionLog | None = None
 
@@ -42,18 +95,14 @@ class ChatSession:
         session = cls(settings, meta=logged.header)
         session.conversation = logged.conversation
         session._log = SessionLog(settings.log_dir, logged.session_id)
-        for digest in image_digests(logged.conversation.exchanges):
-            path = media_path(settings.log_dir, digest)
-            if path is None:
-                continue  # shown as missing; the model is then asked without it
-            try:  # older logs stored uploads as they came: normalised here, as at upload
-                image = load_image(path.read_bytes(), max_pixels=settings.max_image_pixels,
-                                   max_bytes=settings.max_image_bytes)
-            except (InvalidImage, OSError) as e:
-                log.warning("image %s of session %s cannot be used: %s", digest, session_id, e)
-                continue  # like a missing file: the exchange stays, its preview says why
-            session.images[digest] = image.image
+        if digest := logged.conversation.current_image:  # the others are read back when asked for
+            with suppress(ImageGone):  # the exchange stays, its preview says why; asking about it says so too
+                session.images.keep(digest, session.images.read_back(digest))
         return session
+
+    def trim_images(self) -> None:
+        """Keep in memory only the images still of use: the current visual context's and the one shown."""
+        self.images.keep_only({self.conversation.current_image, self.pending_image})
 
     @property
     def log(self) -> SessionLog:
@@ -87,9 +136,10 @@ class ChatSession:
         every preview use), and make it the visual context of the next question."""
         image = load_image(data, max_pixels=self.settings.max_image_pixels, max_bytes=self.settings.max_image_bytes)
         save_media(self.log_dir, image.data, image.digest, image.format)
-        self.images[image.digest] = image.image
+        self.images.keep(image.digest, image.image)
         if image.digest != self.conversation.current_image:
             self.pending_image = image.digest
+        self.trim_images()
         return image
 
     def ask(self, question: Question) -> int:
@@ -102,6 +152,7 @@ class ChatSession:
             question = replace(question, image=self.pending_image)
             self.pending_image = None
         index = self.conversation.ask(question)
+        self.trim_images()
         self.log.question(self.exchange(index).turn, question)  # numbered by the log: another tab may write it too
         return index
 

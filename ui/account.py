@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import streamlit as st
 
-from core.config import Settings
+from core.config import ConfigError, Settings
 from core.session_log import user_log_dir
 
 
@@ -46,7 +46,10 @@ def page_settings() -> Settings:
     entry script after the first run, so a value the entry script computed would be stale there."""
     try:
         settings = Settings.from_env()
-    except ValueError as e:  # a misspelt engine name in the environment
-        st.error(f"Configuration error: {e}. Fix the environment variable and restart the app.")
+    except ConfigError as e:  # every variable the app cannot use, each with its fix
+        st.title("Talk with a picture")
+        for problem in e.problems:
+            st.error(f"Configuration error: {problem}", icon=":material/error:")
+        st.info("Fix the environment variable(s) above and restart the app.", icon=":material/info:")
         st.stop()
     return signed_in_settings(settings)

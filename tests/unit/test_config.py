@@ -1,7 +1,13 @@
+import json
+
 import pytest
 
 from core import config
 from core.config import Settings
+
+# The fields Piper reads from a voice's .onnx.json (piper.config.PiperConfig.from_dict), as a real voice has them
+PIPER_CONFIG = {"audio": {"sample_rate": 22050}, "espeak": {"voice": "en-gb"}, "num_symbols": 256, "num_speakers": 1,
+                "phoneme_id_map": {"_": [0], "a": [14]}, "language": {"family": "en", "name_english": "English"}}
 
 
 @pytest.mark.parametrize("cuda", [False, True])
@@ -75,7 +81,7 @@ def test_piper_voice_must_be_a_voice_file_with_its_configuration_beside_it(tmp_p
     voice.write_bytes(b"onnx")
     with pytest.raises(ValueError, match=r"no en_GB-alan-medium\.onnx\.json beside it"):
         Settings.from_env({"PIPER_VOICE": str(voice)})
-    voice.with_name("en_GB-alan-medium.onnx.json").write_text("{}")
+    voice.with_name("en_GB-alan-medium.onnx.json").write_text(json.dumps(PIPER_CONFIG))
     assert Settings.from_env({"PIPER_VOICE": str(voice), "TTS_ENGINE": "piper"}).piper_voice == voice
     assert Settings.from_env({}).piper_voice is None  # the bundled voice
     with pytest.raises(ValueError, match="PIPER_VOICE"):

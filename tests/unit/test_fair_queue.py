@@ -2,6 +2,7 @@
 
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -154,8 +155,8 @@ def test_models_load_once_when_many_sessions_start_together(monkeypatch):
         return FakeChatModel()
 
     monkeypatch.setattr(vlm.LlavaModel, "load", slow_load)
-    settings = Settings.from_env({"LLAVA_MODEL": "same-model", "TTS_ENGINE": "none", "STT_ENGINE": "openai-whisper",
-                                  "WHISPER_MODEL": "/nowhere"})
+    settings = replace(Settings.from_env({"LLAVA_MODEL": "same-model", "TTS_ENGINE": "none", "STT_ENGINE": "openai-whisper"}),
+                       whisper_model="/nowhere")  # a speech model that fails at once (the settings would refuse it)
     resources._slot.clear()
     start, got = threading.Barrier(SESSIONS), []
 
