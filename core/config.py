@@ -22,8 +22,9 @@ CPU_LLAVA_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
 STT_ENGINES = ("faster-whisper", "openai-whisper", "openai-api")
 TTS_ENGINES = ("gtts", "piper", "espeak", "none")
 # 4bit: HQQ 4-bit + gemlite kernels, compiled (the fast path, bench/gpu_turn.py); nf4: bitsandbytes NF4
-# with fp16 compute (the original script's setting); 8bit: bitsandbytes int8; none: fp16 (CUDA) / fp32 (CPU)
-QUANTS = ("4bit", "nf4", "8bit", "none")
+# with fp16 compute (the original script's setting); 8bit: bitsandbytes int8; int8: the CPU's torch dynamic
+# int8 with a picture read as a whole plus one tile (core.vlm.cpu_grid); none: fp16 (CUDA) / fp32 (CPU)
+QUANTS = ("4bit", "nf4", "8bit", "int8", "none")
 CUDA_STT_ENGINE = "openai-whisper"  # Whisper through torch: runs with whatever CUDA torch was built for
 CPU_STT_ENGINE = "faster-whisper"
 CUDA_CACHE_TOKENS = 2048  # static KV cache of the compiled model: prompt + reply; longer talks are trimmed
@@ -88,7 +89,7 @@ class Settings:
             value = env.get(name, "").strip()
             return value or default
 
-        quant = get("LLAVA_QUANT", "4bit" if cuda else "none").lower()
+        quant = get("LLAVA_QUANT", "4bit" if cuda else "int8").lower()
         stt = get("STT_ENGINE", CUDA_STT_ENGINE if cuda else CPU_STT_ENGINE).lower()
         tts = get("TTS_ENGINE", "gtts").lower()
         for name, value, allowed in (

@@ -57,7 +57,9 @@ class LlavaModel:
 
         On CUDA: 4bit is HQQ + gemlite, nf4/8bit are bitsandbytes, none is fp16; 4bit and none are
         compiled with CUDA graphs, and the warm-up compiles and records them, so that no user's turn
-        waits for a compiler. On the CPU: fp32, eager.
+        waits for a compiler. On the CPU, eager: int8 is torch's dynamic int8 in the language model
+        and the vision tower, with a picture read as a whole plus one tile (cpu_grid); none is fp32
+        with the model's own grid (bench/cpu_first_answer.py measures both).
         """
         import torch
         from transformers import AutoModelForImageTextToText
@@ -86,6 +88,10 @@ class LlavaModel:
                 "Set LLAVA_MODEL to a local model folder (offline, `python -m core.tiny_llava "
                 "models/tiny-llava` builds a random test model), or connect to the Hugging Face hub.",
             ) from e
+        if device == "cpu" and quant == "int8":
+            progress("Quantising the model to int8 for the CPU…")
+            quantisation.quantize_int8(model)
+            note = " ".join(filter(None, (note, cpu_grid(model, processor))))
         if quant == "4bit" and not _quantised(model):
             progress("Quantising the language model to 4 bit (HQQ, gemlite kernels)…")
             quantisation.quantize_hqq(model, device, progress=progress)
@@ -238,9 +244,12 @@ def _quantised(model) -> bool:
 def _available(quant: str, device: str) -> tuple[str, str]:
     """The quantisation that can run here, and a note when it is not the one asked for."""
     if device != "cuda":
-        if quant != "none":
-            return "none", f"LLAVA_QUANT={quant} needs a CUDA GPU: loaded in full precision on the CPU."
+        if quant not in ("int8", "none"):
+            return "int8", f"LLAVA_QUANT={quant} needs a CUDA GPU: loaded in int8 on the CPU (LLAVA_QUANT=int8)."
         return quant, ""
+    if quant == "int8":  # the CPU's dynamic int8 has no CUDA kernels: bitsandbytes' int8 is the GPU's
+        fallback = "8bit" if find_spec("bitsandbytes") else "none"
+        return fallback, f"LLAVA_QUANT=int8 is the CPU's setting: on the GPU loaded as {fallback}."
     if quant == "4bit" and not (find_spec("hqq") and find_spec("gemlite")):
         fallback = "nf4" if find_spec("bitsandbytes") else "none"
         return fallback, (f"hqq and gemlite are not installed (requirements-gpu.txt): LLAVA_QUANT=4bit "
@@ -288,6 +297,23 @@ def max_image_tokens(processor) -> int | None:
     except (AttributeError, TypeError, KeyError):
         return None
     return max(counts) if counts else None
+
+
+def cpu_grid(model, processor) -> str:
+    """Read each picture as a whole plus one tile on the CPU (llava-v1.6, OneVision): the grid of
+    both the processor and the model becomes the one square tile, so a 640x480 photo is 1,346
+    OneVision tokens and two vision passes instead of 2,958 and five (about 10 s on 2 cores before
+    the first word instead of 45, bench/cpu_first_answer.py). Returns the note for the page; ''
+    for a model without a grid (llava-1.5)."""
+    image_processor = getattr(processor, "image_processor", None)
+    if not getattr(model.config, "image_grid_pinpoints", None) or not hasattr(image_processor, "image_grid_pinpoints"):
+        return ""
+    side = model.config.vision_config.image_size
+    before = max_image_tokens(processor)
+    model.config.image_grid_pinpoints = image_processor.image_grid_pinpoints = [[side, side]]
+    return (f"On the CPU a picture is read as a whole and as one {side}-px tile (up to {max_image_tokens(processor)} "
+            f"image tokens instead of {before}): less detail, an answer in seconds. LLAVA_QUANT=none reads it "
+            "on the full grid in fp32, several times slower.")
 
 
 def _cache_for_images(processor, cache_tokens: int, context: int) -> tuple[int, str]:
