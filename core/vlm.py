@@ -301,10 +301,10 @@ def max_image_tokens(processor) -> int | None:
 
 def cpu_grid(model, processor) -> str:
     """Read each picture as a whole plus one tile on the CPU (llava-v1.6, OneVision): the grid of
-    both the processor and the model becomes the one square tile, so a 640x480 photo is 1,346
-    OneVision tokens and two vision passes instead of 2,958 and five (about 10 s on 2 cores before
-    the first word instead of 45, bench/cpu_first_answer.py). Returns the note for the page; ''
-    for a model without a grid (llava-1.5)."""
+    both the processor and the model becomes the one square tile, so a 640x480 photo is 1,317
+    OneVision image tokens and two vision passes instead of 2,929 and five (with int8, seconds on
+    2 cores before the first word instead of 45: bench/cpu_first_answer.py). Returns the note for
+    the page; '' for a model without a grid (llava-1.5)."""
     image_processor = getattr(processor, "image_processor", None)
     if not getattr(model.config, "image_grid_pinpoints", None) or not hasattr(image_processor, "image_grid_pinpoints"):
         return ""
