@@ -33,8 +33,8 @@ CPU_LLAVA_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
 STT_ENGINES = ("faster-whisper", "openai-whisper", "openai-api")
 TTS_ENGINES = ("gtts", "piper", "espeak", "none")
 # 4bit: HQQ 4-bit + gemlite kernels, compiled (the fast path, bench/gpu_turn.py); nf4: bitsandbytes NF4
-# with fp16 compute (the original script's setting); 8bit: bitsandbytes int8; none: fp16 (CUDA) / fp32 (CPU)
-QUANTS = ("4bit", "nf4", "8bit", "none")
+# with fp16 compute (the original script's setting); 8bit: bitsandbytes int8; int8: torch dynamic int8 on the CPU (its default); none: fp16 (CUDA) / fp32 (CPU)
+QUANTS = ("4bit", "nf4", "8bit", "int8", "none")
 CUDA_STT_ENGINE = "openai-whisper"  # Whisper through torch: runs with whatever CUDA torch was built for
 CPU_STT_ENGINE = "faster-whisper"
 CUDA_CACHE_TOKENS = 2048  # static KV cache of the compiled model: prompt + reply; longer talks are trimmed
@@ -460,7 +460,7 @@ class Settings:
     def _parse(cls, env: Mapping[str, str]) -> "Settings":
         cuda = cuda_available()
         read = _Reader(env)
-        quant = read.get("LLAVA_QUANT", _one_of(QUANTS), "4bit" if cuda else "none")
+        quant = read.get("LLAVA_QUANT", _one_of(QUANTS), "4bit" if cuda else "int8")
         stt = read.get("STT_ENGINE", _one_of(STT_ENGINES), CUDA_STT_ENGINE if cuda else CPU_STT_ENGINE)
         tts = read.get("TTS_ENGINE", _one_of(TTS_ENGINES), "gtts")
         base_url, stt_base_url = read.get("OPENAI_BASE_URL", _base_url), read.get("STT_BASE_URL", _base_url)

@@ -57,13 +57,19 @@ class LlavaModel:
 
         On CUDA: 4bit is HQQ + gemlite, nf4/8bit are bitsandbytes, none is fp16; 4bit and none are
         compiled with CUDA graphs, and the warm-up compiles and records them, so that no user's turn
-        waits for a compiler. On the CPU: fp32, eager.
+        waits for a compiler. On the CPU, eager: int8 is torch's dynamic int8 in the language model
+        and the vision tower, with a picture read as a whole plus one tile (cpu_grid); none is fp32
+        with the model's own grid (bench/cpu_first_answer.py measures both).
         """
         from core import quant as quantisation
 
         progress = progress or logger.info
         quant, note = _available(quant, device)
         model, processor, kept, dtype = _weights(model_id, quant, device, progress)
+        if device == "cpu" and quant == "int8":
+            progress("Quantising the model to int8 for the CPU…")
+            quantisation.quantize_int8(model)
+            note = " ".join(filter(None, (note, cpu_grid(model, processor))))
         compile = device == "cuda" and quant in ("4bit", "none")
         precision = quant if quant != "none" else str(dtype).removeprefix("torch.")
         llava = cls(model, processor, f"{model_id} ({precision}, {device}{', compiled' if compile else ''})",
@@ -260,9 +266,12 @@ def _keep_compiled_kernels() -> None:
 def _available(quant: str, device: str) -> tuple[str, str]:
     """The quantisation that can run here, and a note when it is not the one asked for."""
     if device != "cuda":
-        if quant != "none":
-            return "none", f"LLAVA_QUANT={quant} needs a CUDA GPU: loaded in full precision on the CPU."
+        if quant not in ("int8", "none"):
+            return "int8", f"LLAVA_QUANT={quant} needs a CUDA GPU: loaded in int8 on the CPU (LLAVA_QUANT=int8)."
         return quant, ""
+    if quant == "int8":  # the CPU's dynamic int8 has no CUDA kernels: bitsandbytes' int8 is the GPU's
+        fallback = "8bit" if find_spec("bitsandbytes") else "none"
+        return fallback, f"LLAVA_QUANT=int8 is the CPU's setting: on the GPU loaded as {fallback}."
     if quant == "4bit" and not (find_spec("hqq") and find_spec("gemlite")):
         fallback = "nf4" if find_spec("bitsandbytes") else "none"
         return fallback, (f"hqq and gemlite are not installed (requirements-gpu.txt): LLAVA_QUANT=4bit "
@@ -310,6 +319,23 @@ def max_image_tokens(processor) -> int | None:
     except (AttributeError, TypeError, KeyError):
         return None
     return max(counts) if counts else None
+
+
+def cpu_grid(model, processor) -> str:
+    """Read each picture as a whole plus one tile on the CPU (llava-v1.6, OneVision): the grid of
+    both the processor and the model becomes the one square tile, so a 640x480 photo is 1,317
+    OneVision image tokens and two vision passes instead of 2,929 and five (with int8, seconds on
+    2 cores before the first word instead of 45: bench/cpu_first_answer.py). Returns the note for
+    the page; '' for a model without a grid (llava-1.5)."""
+    image_processor = getattr(processor, "image_processor", None)
+    if not getattr(model.config, "image_grid_pinpoints", None) or not hasattr(image_processor, "image_grid_pinpoints"):
+        return ""
+    side = model.config.vision_config.image_size
+    before = max_image_tokens(processor)
+    model.config.image_grid_pinpoints = image_processor.image_grid_pinpoints = [[side, side]]
+    return (f"On the CPU a picture is read as a whole and as one {side}-px tile (up to {max_image_tokens(processor)} "
+            f"image tokens instead of {before}): less detail, an answer in seconds. LLAVA_QUANT=none reads it "
+            "on the full grid in fp32, several times slower.")
 
 
 def _cache_for_images(processor, cache_tokens: int, context: int) -> tuple[int, str]:

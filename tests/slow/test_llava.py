@@ -227,4 +227,7 @@ def test_4bit_without_its_packages_says_what_it_loaded_instead(monkeypatch):
     assert quant == "nf4" and "hqq and gemlite are not installed" in note
     monkeypatch.setattr(vlm, "find_spec", lambda name: None)
     assert vlm._available("4bit", "cuda")[0] == "none" and vlm._available("nf4", "cuda")[0] == "none"
-    assert vlm._available("4bit", "cpu") == ("none", "LLAVA_QUANT=4bit needs a CUDA GPU: loaded in full precision on the CPU.")
+    assert vlm._available("4bit", "cpu") == (
+        "int8", "LLAVA_QUANT=4bit needs a CUDA GPU: loaded in int8 on the CPU (LLAVA_QUANT=int8).")
+    assert vlm._available("int8", "cpu") == ("int8", "") and vlm._available("none", "cpu") == ("none", "")
+    assert vlm._available("int8", "cuda")[0] == "none"  # no bitsandbytes (find_spec above): fp16

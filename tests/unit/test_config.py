@@ -20,7 +20,7 @@ def test_defaults_follow_the_contract(monkeypatch, cuda):
         assert (s.device, s.llava_quant, s.llava_model) == ("cuda", "4bit", config.CUDA_LLAVA_MODEL)
         assert s.stt_engine == "openai-whisper" and s.llava_cache_tokens == config.CUDA_CACHE_TOKENS
     else:
-        assert (s.device, s.llava_quant, s.llava_model) == ("cpu", "none", config.CPU_LLAVA_MODEL)
+        assert (s.device, s.llava_quant, s.llava_model) == ("cpu", "int8", config.CPU_LLAVA_MODEL)
         assert s.stt_engine == "faster-whisper" and s.llava_cache_tokens is None
         assert "onevision" in s.llava_model
 
@@ -28,6 +28,12 @@ def test_defaults_follow_the_contract(monkeypatch, cuda):
 def test_bad_values_are_refused_with_the_variable_name():
     with pytest.raises(ValueError, match="TTS_ENGINE"):
         Settings.from_env({"TTS_ENGINE": "loud"})
+
+
+def test_llava_quant_accepts_int8_and_names_itself_when_wrong():
+    assert Settings.from_env({"LLAVA_QUANT": "INT8"}).llava_quant == "int8"
+    with pytest.raises(ValueError, match=r"LLAVA_QUANT='int4' is not one of 4bit, nf4, 8bit, int8, none"):
+        Settings.from_env({"LLAVA_QUANT": "int4"})
 
 
 def test_api_key_is_masked_in_the_display():
