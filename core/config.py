@@ -33,7 +33,8 @@ CPU_LLAVA_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
 STT_ENGINES = ("faster-whisper", "openai-whisper", "openai-api")
 TTS_ENGINES = ("gtts", "piper", "espeak", "none")
 # 4bit: HQQ 4-bit + gemlite kernels, compiled (the fast path, bench/gpu_turn.py); nf4: bitsandbytes NF4
-# with fp16 compute (the original script's setting); 8bit: bitsandbytes int8; int8: torch dynamic int8 on the CPU (its default); none: fp16 (CUDA) / fp32 (CPU)
+# with fp16 compute (the original script's setting); 8bit: bitsandbytes int8; int8: torch's dynamic int8
+# on the CPU (its default); none: fp16 (CUDA) / fp32 (CPU)
 QUANTS = ("4bit", "nf4", "8bit", "int8", "none")
 CUDA_STT_ENGINE = "openai-whisper"  # Whisper through torch: runs with whatever CUDA torch was built for
 CPU_STT_ENGINE = "faster-whisper"
