@@ -190,7 +190,7 @@ def typed(prompt, choices: Choices) -> turn.TurnInput:
     )
 
 
-def on_barge(session: ChatSession, turn_id: str, spoken: bool) -> None:
+def on_barge(session: ChatSession, reply: speech_queue.ReplyId | None, spoken: bool) -> None:
     """The user spoke over a reply. One still being written was ended by this rerun (and kept as
     stopped); a question whose reply had not begun, and a reply written but still being spoken, are
     marked stopped here."""
@@ -199,7 +199,7 @@ def on_barge(session: ChatSession, turn_id: str, spoken: bool) -> None:
         return
     if session.exchange(last).answer is None:  # the rerun cut in before its reply began: not to be answered now
         session.answer(last, Answer("", "stopped", "Interrupted before the reply began."))
-    elif spoken and speech_queue.turn_index(turn_id) == last:
+    elif spoken and reply is not None and reply.index == last:
         session.interrupt(last)
 
 
