@@ -37,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.quick import parse_args  # noqa: E402
 from tests.e2e.conftest import CHROMIUM_FLAGS, app_process, free_port  # noqa: E402
 from tests.fake_mic import conversation  # noqa: E402
 from ui.call_mode import SILENCE_MS  # noqa: E402
@@ -156,7 +157,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", type=int, default=8)
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
+    args = parse_args(parser, questions=1)
     questions = (QUESTIONS * 4)[: args.questions]
     from playwright.sync_api import sync_playwright
 
