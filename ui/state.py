@@ -13,8 +13,9 @@
     flash        History: what the last action did (shown once); flash_error: why it failed
     utterances   WAVs call mode heard and no run has asked yet (put by its callback, each taken by
                  the run that asks it); heard: the last one's id
-    barge        (speech queue turn id, whether its voice was playing): the user spoke over a reply;
-                 barged: the last utterance id sent before that (replies to it and earlier ones stop)
+    barge        (the speech queue's ReplyId or None, whether its voice was playing): the user spoke
+                 over a reply; barged: the last utterance id sent before that (replies to it and
+                 earlier ones stop)
     call_run     a number that changes every run, so that call mode's component hears that a run ended
 
 Widget keys (Streamlit keeps their values under them): image-<n> (the sidebar picker), query
