@@ -165,7 +165,8 @@ def main() -> None:
         work = Path(tmp)
         url, running = app(work)
         with running, sync_playwright() as playwright:
-            each_on_a_fresh_page(playwright, url, work, questions[:1], click_to_record)  # warm-up: first-turn costs
+            if not args.quick:  # a smoke run needs no warm-up
+                each_on_a_fresh_page(playwright, url, work, questions[:1], click_to_record)  # warm-up: first-turn costs
             call = each_on_a_fresh_page(playwright, url, work, questions, hands_free)
             click = each_on_a_fresh_page(playwright, url, work, questions, click_to_record)
             talk = call_conversation(playwright, url, work, questions)

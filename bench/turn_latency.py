@@ -396,8 +396,10 @@ def main() -> None:
     parser.add_argument("--stt-repeat", type=int, default=2, help="rounds over the clips for the STT-alone part")
     parser.add_argument("--whisper-base", help="a CTranslate2 Whisper base folder (see bench/whisper_weights.py join)")
     parser.add_argument("--fake-words-per-s", type=float, default=FAKE_WORDS_PER_S, help="the structural part's rate")
+    parser.add_argument("--no-long-clip", action="store_true", help="the STT-alone part without its 60 s recording")
     parser.add_argument("--skip", nargs="*", default=[], choices=["turns", "structural", "stt"])
-    args = parse_args(parser, questions=1, repeat=1, max_new_tokens=8, stt_repeat=1, fake_words_per_s=400.0)
+    args = parse_args(parser, questions=1, repeat=1, max_new_tokens=8, stt_repeat=1, fake_words_per_s=400.0,
+                      no_long_clip=True)
     if not (1 if args.quick else 5) <= args.questions <= len(QUESTIONS):
         parser.error(f"--questions must be 5..{len(QUESTIONS)}")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -462,9 +464,10 @@ def measure(args, ct2_tiny: str, folder: Path) -> dict:
         }
     if "stt" not in args.skip:
         clips = [("questions", load_audio(a, max_seconds=600).samples) for a in audios]
-        long_wav = folder / "long.wav"
-        subprocess.run(["espeak-ng", "-s", str(ESPEAK_WPM), "-w", str(long_wav), " ".join([FAKE_REPLY] * 2)], check=True)
-        clips.append(("long_clip", load_audio(long_wav.read_bytes(), max_seconds=600).samples))
+        if not args.no_long_clip:
+            long_wav = folder / "long.wav"
+            subprocess.run(["espeak-ng", "-s", str(ESPEAK_WPM), "-w", str(long_wav), " ".join([FAKE_REPLY] * 2)], check=True)
+            clips.append(("long_clip", load_audio(long_wav.read_bytes(), max_seconds=600).samples))
         report["stt"] = {"tiny.en": stt_alone("tiny.en", ct2_tiny, folder, clips, args.stt_repeat)}
         if args.whisper_base:
             report["stt"]["base"] = stt_alone("base", args.whisper_base, folder, clips, args.stt_repeat)
