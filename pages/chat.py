@@ -61,7 +61,7 @@ def sidebar(settings: Settings, engines: Engines, session: ChatSession):
                      help="Or attach it in the chat box. A new image starts a new visual context.")
     if session.current_image:
         exchange_view.draw_image(session.log_dir, session.current_image, side=chat_view.SIDEBAR_SIDE, width=None,
-                             caption="Current image" + (" (used by your next question)" if session.pending_image else ""))
+                                 caption="Current image" + (" (used by your next question)" if session.pending_image else ""))
     speak = st.toggle("Speak replies", value=settings.tts_engine != "none", disabled=engines.speaker is None)
     hands_free = st.toggle("Hands-free", key="hands_free", disabled=engines.transcriber is None,
                            help="A conversation without clicks: the page listens, each thing you say is a question, "
