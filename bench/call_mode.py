@@ -37,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.quick import parse_args  # noqa: E402
 from tests.e2e.conftest import CHROMIUM_FLAGS, app_process, free_port  # noqa: E402
 from tests.fake_mic import conversation  # noqa: E402
 from ui.call_mode import SILENCE_MS  # noqa: E402
@@ -71,10 +72,12 @@ def open_page(playwright, url: str, wav: Path):
     return browser, page
 
 
-def first_audio(page, turn_prefix: str) -> float:
-    page.wait_for_function("(p) => window.__talkSpeech && window.__talkSpeech.log.some(e => e.turn.startsWith(p))",
-                           arg=turn_prefix)
-    return page.evaluate("(p) => window.__talkSpeech.log.find(e => e.turn.startsWith(p)).start", turn_prefix)
+OF_REPLY = "e.turn.index === r[0] && e.turn.heard === r[1]"  # a clip of reply r: [item index, utterance id]
+
+
+def first_audio(page, reply: tuple[int, int]) -> float:
+    page.wait_for_function(f"(r) => window.__talkSpeech && window.__talkSpeech.log.some(e => {OF_REPLY})", arg=reply)
+    return page.evaluate(f"(r) => window.__talkSpeech.log.find(e => {OF_REPLY}).start", reply)
 
 
 def each_on_a_fresh_page(playwright, url: str, work: Path, questions: list[str], ask) -> dict:
@@ -91,14 +94,14 @@ def each_on_a_fresh_page(playwright, url: str, work: Path, questions: list[str],
     return {"end_of_speech_to_first_audio_s": latencies}
 
 
-def hands_free(page, spoken) -> tuple[float, str]:
+def hands_free(page, spoken) -> tuple[float, tuple[int, int]]:
     page.get_by_text("Hands-free").click()
     page.wait_for_function("window.__talkCall && window.__talkCall.t0 !== null")
     page.wait_for_function("window.__talkCall.sent >= 1")
-    return page.evaluate("window.__talkCall.t0") + spoken.end_s * 1000, "0-1-"
+    return page.evaluate("window.__talkCall.t0") + spoken.end_s * 1000, (0, 1)
 
 
-def click_to_record(page, spoken) -> tuple[float, str]:
+def click_to_record(page, spoken) -> tuple[float, tuple[int, int]]:
     page.evaluate("""() => document.addEventListener("click", (e) => {
         if (e.target.closest('[data-testid="stChatInputMicButton"]')) window.__micClick = performance.now();
     }, true)""")
@@ -106,7 +109,7 @@ def click_to_record(page, spoken) -> tuple[float, str]:
     clicked = page.evaluate("window.__micClick")
     time.sleep(spoken.end_s)  # the person stops speaking, and clicks at once
     page.click("[data-testid=stChatInputApproveButton]")
-    return clicked + spoken.end_s * 1000, "0-0-"
+    return clicked + spoken.end_s * 1000, (0, 0)
 
 
 def call_conversation(playwright, url: str, work: Path, questions: list[str]) -> dict:
@@ -120,14 +123,14 @@ def call_conversation(playwright, url: str, work: Path, questions: list[str]) ->
     page.wait_for_function("window.__talkCall && window.__talkCall.t0 !== null")
     latencies, barges = [], []
     for number, question in enumerate(spoken):
-        start = first_audio(page, f"{number}-{number + 1}-")  # item index (no notices), utterance id
+        start = first_audio(page, (number, number + 1))  # item index (no notices), utterance id
         t0 = page.evaluate("window.__talkCall.t0")
         latencies.append((start - (t0 + question.end_s * 1000)) / 1000)
     for number, question in enumerate(spoken[1:], start=1):
         onset = page.evaluate("window.__talkCall.t0") + question.start_s * 1000
-        cut = page.evaluate("""([p, onset]) => window.__talkSpeech.log.filter(e => e.turn.startsWith(p))
+        cut = page.evaluate(f"""([r, onset]) => window.__talkSpeech.log.filter(e => {OF_REPLY})
                                   .find(e => e.start <= onset && (e.end === null || e.end >= onset))""",
-                            [f"{number - 1}-{number}-", onset])
+                            [(number - 1, number), onset])
         barges.append(None if cut is None or not cut["stopped"] else (cut["end"] - onset) / 1000)
     heard = page.evaluate("window.__talkCall.log")
     browser.close()
@@ -154,7 +157,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", type=int, default=8)
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
+    args = parse_args(parser, questions=1)
     questions = (QUESTIONS * 4)[: args.questions]
     from playwright.sync_api import sync_playwright
 
@@ -162,7 +165,8 @@ def main() -> None:
         work = Path(tmp)
         url, running = app(work)
         with running, sync_playwright() as playwright:
-            each_on_a_fresh_page(playwright, url, work, questions[:1], click_to_record)  # warm-up: first-turn costs
+            if not args.quick:  # a smoke run needs no warm-up
+                each_on_a_fresh_page(playwright, url, work, questions[:1], click_to_record)  # warm-up: first-turn costs
             call = each_on_a_fresh_page(playwright, url, work, questions, hands_free)
             click = each_on_a_fresh_page(playwright, url, work, questions, click_to_record)
             talk = call_conversation(playwright, url, work, questions)

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from bench.quick import parse_args  # noqa: E402
 from bench.scene import QUESTION, picture  # noqa: E402
 from core import turn  # noqa: E402
 from core.chat_session import ChatSession  # noqa: E402
@@ -133,7 +134,7 @@ def main() -> None:
     parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"))
     parser.add_argument("--extra-body", type=json.loads, help='extra request fields, e.g. \'{"ignore_eos": true}\' for vLLM')
     parser.add_argument("--no-continuous-batching", action="store_true", help="start transformers serve without it")
-    args = parser.parse_args()
+    args = parse_args(parser, n=[1, 2], rounds=1, max_new_tokens=8)
     options = GenerationOptions(temperature=0, max_new_tokens=args.max_new_tokens)
     report: dict = {
         "question": QUESTION, "image": "640x480 PNG", "max_new_tokens": args.max_new_tokens, "rounds": args.rounds,

@@ -28,6 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.quick import parse_args  # noqa: E402
+
 
 def cpu_model(folder: Path) -> Path:
     """A random LLaVA whose language model is big enough for its steps to take real time."""
@@ -59,7 +61,7 @@ def main() -> None:
     parser.add_argument("--model-dir")
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--reps", type=int, default=3)
-    args = parser.parse_args()
+    args = parse_args(parser, tokens=8, reps=1)
 
     import tempfile
 

@@ -1,6 +1,7 @@
 """The GPU turn, side by side on one GPU: the original pipeline against the app's, plus the parts.
 
     python bench/gpu_turn.py --out DIR [--parts turn,stt,recompile,decode,restart] [--turns 8]
+    python bench/gpu_turn.py --quick   # on the CPU, the tiny LLaVA and a tiny random Whisper: a smoke run
 
 Run on the GPU machine (bench/gpu/run.sh prepares it). Random weights with the real
 architectures (bench/gpu/build.py): LLaVA-1.5-7B, Whisper medium and large-v3-turbo; speed does
@@ -30,6 +31,12 @@ Parts (one JSON object, printed and written to DIR/gpu_turn.json as each part en
              fp16 in the app's loop (eager), 4-bit candidates in the app's loop, compiled
              (HQQ + gemlite, torchao int4)
   restart    load + warm-up time of the app's model in a new process (inductor cache warm)
+
+--quick runs the same parts on the CPU with tiny inputs (CI runs it: tests/slow/test_bench_quick.py):
+the tiny random LLaVA (core/tiny_llava.py) loaded as the app loads it on a CPU (fp32, eager) in
+place of the 4-bit one, random Whisper tiny in place of turbo and medium, fp32 in place of fp16,
+the original arm's pipeline unquantised, one espeak-ng question, one turn per arm, 8 decode tokens;
+torchao is skipped (its int4 kernels need CUDA). A smoke run: its figures are not timings.
 """
 
 from __future__ import annotations
@@ -54,6 +61,11 @@ MAX_NEW_TOKENS = 96
 WHISPER_TOKENS = 24
 DECODE_TOKENS = 200
 CACHE_TOKENS = 2048
+DEVICE = "cuda"  # "cpu" with --quick
+WHISPER_SIZES = {"app": "large-v3-turbo", "original": "medium"}  # random weights of these (bench/gpu/build.py)
+STT_RUNS = 8  # per engine, after a warm-up
+RECOMPILE_TURNS = 20
+QUICK = False  # --quick: see the docstring
 
 from bench.scene import QUESTIONS  # noqa: E402
 
@@ -74,6 +86,42 @@ def gib(n: float) -> float:
     return round(n / 2**30, 2)
 
 
+def cuda() -> bool:
+    return DEVICE == "cuda"
+
+
+def dtype():
+    import torch
+
+    return torch.float16 if cuda() else torch.float32
+
+
+def sync() -> None:
+    import torch
+
+    if cuda():
+        torch.cuda.synchronize()
+
+
+def allocated() -> int:
+    import torch
+
+    return torch.cuda.memory_allocated() if cuda() else 0
+
+
+def peak() -> int:
+    import torch
+
+    return torch.cuda.max_memory_allocated() if cuda() else 0
+
+
+def reset_peak() -> None:
+    import torch
+
+    if cuda():
+        torch.cuda.reset_peak_memory_stats()
+
+
 def environment() -> dict:
     import torch
     import transformers
@@ -85,7 +133,7 @@ def environment() -> dict:
         except Exception as e:  # noqa: BLE001  (recorded, not fatal)
             versions[name] = f"missing ({type(e).__name__})"
     return {
-        "device": torch.cuda.get_device_name(0),
+        "device": torch.cuda.get_device_name(0) if cuda() else f"cpu ({os.cpu_count()} cores): --quick, a smoke run",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": versions,
         "settings": {"max_new_tokens": MAX_NEW_TOKENS, "whisper_tokens": WHISPER_TOKENS, "cache_tokens": CACHE_TOKENS,
@@ -113,7 +161,7 @@ class TimedSpeaker:
 def app_transcriber(path: Path):
     from core.stt import OpenAIWhisperTranscriber
 
-    transcriber = OpenAIWhisperTranscriber(str(path), "cuda")
+    transcriber = OpenAIWhisperTranscriber(str(path), DEVICE)
     transcriber.sample_len = WHISPER_TOKENS
     return transcriber
 
@@ -157,7 +205,7 @@ def original_turn(whisper_model, pipe, audio: bytes, image, speaker_factory) -> 
     speaker = speaker_factory()
     start = time.perf_counter()
     samples = load_audio(audio, max_seconds=60).samples
-    text = whisper_model.transcribe(samples, fp16=True, temperature=0.0, sample_len=WHISPER_TOKENS,
+    text = whisper_model.transcribe(samples, fp16=cuda(), temperature=0.0, sample_len=WHISPER_TOKENS,
                                     condition_on_previous_text=False)["text"].strip()
     stt = time.perf_counter() - start
     prompt = f"USER: <image>\n{text}\nASSISTANT:"
@@ -170,55 +218,45 @@ def original_turn(whisper_model, pipe, audio: bytes, image, speaker_factory) -> 
             "first_audio_s": tts_end - start, "generate_s": generated - stt}
 
 
-def load_app_model(model_dir: Path) -> tuple[object, dict]:
-    import torch
-
+def load_app_model(model_dir: Path, device: str = "cuda") -> tuple[object, dict]:
+    """The app's model as the app loads it on that device: 4-bit on CUDA, fp32 on the CPU."""
     from core.vlm import LlavaModel
 
-    torch.cuda.reset_peak_memory_stats()
-    before = torch.cuda.memory_allocated()
+    global DEVICE
+    DEVICE = device
+    reset_peak()
+    before = allocated()
     steps: list[tuple[float, str]] = []
     start = time.perf_counter()
-    llava = LlavaModel.load(str(model_dir), "4bit", "cuda", cache_tokens=CACHE_TOKENS,
+    llava = LlavaModel.load(str(model_dir), "4bit" if cuda() else "none", device, cache_tokens=CACHE_TOKENS if cuda() else None,
                             progress=lambda m: steps.append((round(time.perf_counter() - start, 2), m)))
     seconds = time.perf_counter() - start
     return llava, {"load_and_warm_up_s": round(seconds, 2), "steps": steps,
-                   "vram_after_load_gib": gib(torch.cuda.memory_allocated() - before),
-                   "vram_peak_during_load_gib": gib(torch.cuda.max_memory_allocated() - before)}
+                   "vram_after_load_gib": gib(allocated() - before), "vram_peak_during_load_gib": gib(peak() - before)}
 
 
 def part_turn(ctx) -> None:
     import io
 
-    import torch
     import whisper
     from PIL import Image
-    from transformers import pipeline
 
     from bench.gpu.build import whisper as build_whisper
     from core.config import Settings
     from core.engines import GenerationOptions
-    from core.quant import bitsandbytes_config
 
     settings = Settings.from_env({"LOG_DIR": str(OUT / "logs"), "LLAVA_MODEL": "unused"})
     options = GenerationOptions(temperature=0, max_new_tokens=MAX_NEW_TOKENS)
     audios, image = ctx["audios"], ctx["image"]
-    transcriber = app_transcriber(build_whisper(OUT / "turbo.pt", "large-v3-turbo"))
+    transcriber = app_transcriber(build_whisper(OUT / "turbo.pt", WHISPER_SIZES["app"]))
     llava = ctx["llava"]
-    resident = torch.cuda.memory_allocated()  # the app's models, nothing else yet
-    torch.cuda.reset_peak_memory_stats()
+    resident = allocated()  # the app's models, nothing else yet
+    reset_peak()
     app_turn(settings, llava, transcriber, audios[0], image, options)
-    app_vram = {"resident_gib": gib(resident), "peak_while_answering_gib": gib(torch.cuda.max_memory_allocated())}
-    original_whisper = whisper.load_model(str(build_whisper(OUT / "medium.pt", "medium")), device="cuda")
+    app_vram = {"resident_gib": gib(resident), "peak_while_answering_gib": gib(peak())}
+    original_whisper = whisper.load_model(str(build_whisper(OUT / "medium.pt", WHISPER_SIZES["original"])), device=DEVICE)
     start = time.perf_counter()
-    try:
-        pipe = pipeline("image-to-text", model=str(ctx["model_dir"]), device_map={"": 0},
-                        model_kwargs={"quantization_config": bitsandbytes_config("nf4"), "dtype": torch.float16})
-        task = "image-to-text"
-    except Exception:  # noqa: BLE001  (the task name changed in transformers 5)
-        pipe = pipeline("image-text-to-text", model=str(ctx["model_dir"]), device_map={"": 0},
-                        model_kwargs={"quantization_config": bitsandbytes_config("nf4"), "dtype": torch.float16})
-        task = "image-text-to-text"
+    pipe, task = original_pipeline(ctx["model_dir"])
     original_load = time.perf_counter() - start
     picture = Image.open(io.BytesIO(image)).convert("RGB")
 
@@ -248,6 +286,23 @@ def part_turn(ctx) -> None:
     }
 
 
+def original_pipeline(model_dir: Path):
+    """The original script's model: bitsandbytes NF4 with fp16 compute on CUDA (unquantised fp32 on the CPU)."""
+    from transformers import pipeline
+
+    kwargs: dict = {"dtype": dtype()}
+    if cuda():
+        from core.quant import bitsandbytes_config
+
+        kwargs["quantization_config"] = bitsandbytes_config("nf4")
+    device_map = {"": 0 if cuda() else "cpu"}
+    try:
+        return pipeline("image-to-text", model=str(model_dir), device_map=device_map, model_kwargs=kwargs), "image-to-text"
+    except Exception:  # noqa: BLE001  (the task name changed in transformers 5)
+        return (pipeline("image-text-to-text", model=str(model_dir), device_map=device_map, model_kwargs=kwargs),
+                "image-text-to-text")
+
+
 def _pipe_call(pipe, task, image, prompt, generate_kwargs):
     if task == "image-to-text":
         return pipe(image, prompt=prompt, generate_kwargs=generate_kwargs)
@@ -266,45 +321,45 @@ def part_stt(ctx) -> None:
 
     clip = load_audio(ctx["audios"][0], max_seconds=60).samples
     turbo_path = OUT / "turbo.pt"
-    turbo = app_transcriber(turbo_path if turbo_path.exists() else build_whisper(turbo_path, "large-v3-turbo"))
+    turbo = app_transcriber(turbo_path if turbo_path.exists() else build_whisper(turbo_path, WHISPER_SIZES["app"]))
     medium = whisper.load_model(str(OUT / "medium.pt") if (OUT / "medium.pt").exists()
-                                else str(build_whisper(OUT / "medium.pt", "medium")), device="cuda")
-    dims = WHISPER_DIMS["large-v3-turbo"]
+                                else str(build_whisper(OUT / "medium.pt", WHISPER_SIZES["original"])), device=DEVICE)
+    dims = WHISPER_DIMS[WHISPER_SIZES["app"]]
     config = WhisperConfig(vocab_size=dims["n_vocab"], num_mel_bins=dims["n_mels"], d_model=dims["n_audio_state"],
                            encoder_layers=dims["n_audio_layer"], encoder_attention_heads=dims["n_audio_head"],
                            decoder_layers=dims["n_text_layer"], decoder_attention_heads=dims["n_text_head"],
                            encoder_ffn_dim=4 * dims["n_audio_state"], decoder_ffn_dim=4 * dims["n_text_state"],
                            max_source_positions=1500, max_target_positions=448)
-    with torch.device("cuda"):
-        hf = WhisperForConditionalGeneration(config).half().eval()
-    mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(clip)), 128, device="cuda")
+    with torch.device(DEVICE):
+        hf = WhisperForConditionalGeneration(config).to(dtype()).eval()
+    mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(clip)), dims["n_mels"], device=DEVICE)
 
     # The words of the question as Whisper's tokenizer counts them, plus its end token: what a
     # trained model would decode for this clip.
     spoken = len(whisper.tokenizer.get_tokenizer(True, num_languages=100).encode(" " + QUESTIONS[0])) + 1
     rows = {}
-    for tokens in (spoken, WHISPER_TOKENS):
+    for tokens in (WHISPER_TOKENS,) if QUICK else (spoken, WHISPER_TOKENS):
         turbo.sample_len = tokens
 
         def hf_turbo(n=tokens):
             with torch.inference_mode():
-                hf.generate(input_features=mel.unsqueeze(0).half(), max_new_tokens=n, min_new_tokens=n)
+                hf.generate(input_features=mel.unsqueeze(0).to(dtype()), max_new_tokens=n, min_new_tokens=n)
 
         engines = {
-            "openai-whisper large-v3-turbo, one window (the app)": lambda: turbo.transcribe(clip),
-            "openai-whisper medium transcribe() (the original)": lambda n=tokens: medium.transcribe(
-                clip, fp16=True, temperature=0.0, sample_len=n, condition_on_previous_text=False),
-            "transformers Whisper large-v3-turbo generate()": hf_turbo,
+            f"openai-whisper {WHISPER_SIZES['app']}, one window (the app)": lambda: turbo.transcribe(clip),
+            f"openai-whisper {WHISPER_SIZES['original']} transcribe() (the original)": lambda n=tokens: medium.transcribe(
+                clip, fp16=cuda(), temperature=0.0, sample_len=n, condition_on_previous_text=False),
+            f"transformers Whisper {WHISPER_SIZES['app']} generate()": hf_turbo,
         }
         times = {name: [] for name in engines}
         for run in engines.values():
             run()
-        for _ in range(8):
+        for _ in range(STT_RUNS):
             for name, run in engines.items():
-                torch.cuda.synchronize()
+                sync()
                 start = time.perf_counter()
                 run()
-                torch.cuda.synchronize()
+                sync()
                 times[name].append(time.perf_counter() - start)
         rows[f"{tokens} tokens"] = {k: median(v) for k, v in times.items()}
     turbo.sample_len = WHISPER_TOKENS
@@ -330,8 +385,8 @@ def part_recompile(ctx) -> None:
     before = {"unique_graphs": counters["stats"]["unique_graphs"], "frames_ok": counters["frames"]["ok"]}
     rows = []
     session.attach_image(ctx["image"])
-    for i in range(20):
-        if i == 10:
+    for i in range(RECOMPILE_TURNS):
+        if i == RECOMPILE_TURNS // 2:
             session.attach_image(_png(1024, 600))  # another image, another size
         asked = turn.ask(session, engines, turn.TurnInput(text=f"Question {i}: " + "tell me more " * (i % 4)))
         options = GenerationOptions(temperature=0 if i % 3 else 0.7, max_new_tokens=[40, 120, 250, 64][i % 4])
@@ -362,7 +417,6 @@ def _png(width: int, height: int) -> bytes:
 
 def decode_timing(llava, inputs_fn, label: str, reps: int = 2) -> dict:
     """Time to first chunk and decode tok/s of a model's stream(), greedy, DECODE_TOKENS tokens."""
-    import torch
 
     from core.engines import GenerationOptions
 
@@ -370,7 +424,7 @@ def decode_timing(llava, inputs_fn, label: str, reps: int = 2) -> dict:
     exchanges, images = inputs_fn()
     rows = []
     for _ in range(reps + 1):  # the first is a warm-up
-        torch.cuda.synchronize()
+        sync()
         start = time.perf_counter()
         first, reply = None, ""
         for chunk in llava.stream(exchanges, images, options):
@@ -385,7 +439,6 @@ def decode_timing(llava, inputs_fn, label: str, reps: int = 2) -> dict:
 
 
 def part_decode(ctx) -> None:
-    import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor, TextIteratorStreamer
 
     from core.conversation import Exchange, Question
@@ -398,19 +451,19 @@ def part_decode(ctx) -> None:
 
     rows = []
     RESULT["decode"] = rows
-    rows.append({**decode_timing(ctx["llava"], question, "HQQ 4-bit + gemlite, app loop, compiled (LLAVA_QUANT=4bit)"),
-                 "vram_gib": ctx["app_load"]["vram_after_load_gib"]})
+    app_path = "HQQ 4-bit + gemlite, app loop, compiled (LLAVA_QUANT=4bit)" if cuda() else "fp32, app loop (the CPU's)"
+    rows.append({**decode_timing(ctx["llava"], question, app_path), "vram_gib": ctx["app_load"]["vram_after_load_gib"]})
     save()
     processor = AutoProcessor.from_pretrained(model_dir)
-    fp16 = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float16, device_map={"": 0}).eval()
+    fp16 = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype(), device_map={"": DEVICE}).eval()
     eager = LlavaModel(fp16, processor, "fp16 eager")
     exchanges, images = question()
-    inputs = eager.inputs(exchanges, images).to("cuda", torch.float16)
+    inputs = eager.inputs(exchanges, images).to(DEVICE, dtype())
     length = inputs["input_ids"].shape[1]
 
     def timed_generate(streamer: bool) -> tuple[float, float]:
         kwargs = dict(**inputs, max_new_tokens=DECODE_TOKENS, min_new_tokens=DECODE_TOKENS, do_sample=False)
-        torch.cuda.synchronize()
+        sync()
         start = time.perf_counter()
         if not streamer:
             first_done = []
@@ -418,7 +471,7 @@ def part_decode(ctx) -> None:
             class First:
                 def put(self, value):
                     if len(first_done) == 1:
-                        torch.cuda.synchronize()
+                        sync()
                         first_done.append(time.perf_counter())
                     first_done.append(None) if len(first_done) == 0 else None
 
@@ -426,7 +479,7 @@ def part_decode(ctx) -> None:
                     pass
 
             fp16.generate(**kwargs, streamer=First())
-            torch.cuda.synchronize()
+            sync()
             return first_done[1] - start, time.perf_counter() - first_done[1]
         stream = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
         worker = threading.Thread(target=fp16.generate, kwargs={**kwargs, "streamer": stream})
@@ -487,58 +540,85 @@ def part_restart(ctx) -> None:
     """The app's model loaded again in a new process: the inductor, Triton and gemlite caches are
     warm now (a first start on this machine filled them)."""
     code = ("import sys, json; sys.path.insert(0, '.'); from bench.gpu_turn import load_app_model; "
-            f"_, info = load_app_model(__import__('pathlib').Path({str(ctx['model_dir'])!r})); print(json.dumps(info))")
+            f"_, info = load_app_model(__import__('pathlib').Path({str(ctx['model_dir'])!r}), {DEVICE!r}); "
+            "print(json.dumps(info))")
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=400)
     RESULT["restart"] = {"wall_s": round(time.perf_counter() - start, 1),
                          "info": json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else done.stderr[-800:]}
 
 
-def main() -> None:
-    global OUT
-    import io
+def quick_mode(out: Path) -> dict:
+    """--quick: the CPU, tiny models, one question, a few tokens (see the docstring); returns the context."""
+    global DEVICE, MAX_NEW_TOKENS, WHISPER_TOKENS, DECODE_TOKENS, STT_RUNS, RECOMPILE_TURNS, WHISPER_SIZES, QUICK
+    from core.tiny_llava import build_tiny_llava
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--model-dir", default="/tmp/llava-1.5-7b-random")
-    parser.add_argument("--parts", default="turn,stt,recompile,decode,torchao,restart")
-    parser.add_argument("--turns", type=int, default=8)
-    args = parser.parse_args()
-    OUT = Path(args.out)
-    OUT.mkdir(parents=True, exist_ok=True)
-    import torch
-    from PIL import Image
+    DEVICE, MAX_NEW_TOKENS, WHISPER_TOKENS, DECODE_TOKENS, STT_RUNS, RECOMPILE_TURNS, QUICK = "cpu", 8, 8, 8, 1, 2, True
+    WHISPER_SIZES = {"app": "tiny", "original": "tiny"}
+    RESULT["skipped"] = {"torchao": "its int4 kernels (tile_packed_to_4d) need CUDA"}
+    wav = out / "question.wav"
+    subprocess.run(["espeak-ng", "-s", "150", "-w", str(wav), QUESTIONS[0]], check=True)
+    return {"model_dir": build_tiny_llava(out / "tiny-llava"), "audios": [wav.read_bytes()]}
 
+
+def gpu_mode(model_dir: Path) -> dict:
+    """The GPU run: LLaVA-1.5-7B with random weights (built once), the questions bench/gpu/run.sh spoke."""
     from bench.gpu.build import llava_15_7b
-    from bench.scene import picture
 
-    RESULT["environment"] = environment()
-    model_dir = Path(args.model_dir)
+    built = {}
     if not (model_dir / "config.json").exists():
         start = time.perf_counter()
         llava_15_7b(model_dir)
-        RESULT["environment"]["build_and_save_s"] = round(time.perf_counter() - start, 1)
-    save()
+        built["build_and_save_s"] = round(time.perf_counter() - start, 1)
     audios = [p.read_bytes() for p in sorted(Path(os.environ.get("BENCH_AUDIO", "bench/gpu/audio")).glob("*.wav"))]
+    return {"model_dir": model_dir, "audios": audios, "built": built}
+
+
+def main() -> None:
+    global OUT
+    import io
+    import tempfile
+
+    from bench.quick import parse_args
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", help="where the JSON and the models go (required on the GPU; --quick: a temp folder)")
+    parser.add_argument("--model-dir", default="/tmp/llava-1.5-7b-random")
+    parser.add_argument("--parts", default="turn,stt,recompile,decode,torchao,restart")
+    parser.add_argument("--turns", type=int, default=8)
+    args = parse_args(parser, parts="turn,stt,recompile,decode,restart", turns=1)
+    if not args.out and not args.quick:
+        parser.error("--out is required")
+    OUT = Path(args.out or tempfile.mkdtemp(prefix="gpu_turn-"))
+    OUT.mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+
+    from bench.scene import picture
+
+    ctx = quick_mode(OUT) if args.quick else gpu_mode(Path(args.model_dir))
+    RESULT["environment"] = {**environment(), **ctx.pop("built", {})}
+    save()
     image = picture()
-    ctx = {"model_dir": model_dir, "audios": audios, "image": image, "turns": args.turns,
-           "picture": Image.open(io.BytesIO(image)).convert("RGB")}
-    llava, info = load_app_model(model_dir)
-    ctx["llava"], ctx["app_load"] = llava, info
-    RESULT["app_load"] = info
+    ctx.update(image=image, turns=args.turns, picture=Image.open(io.BytesIO(image)).convert("RGB"))
+    ctx["llava"], ctx["app_load"] = load_app_model(ctx["model_dir"], DEVICE)
+    RESULT["app_load"] = ctx["app_load"]
     save()
     for part in args.parts.split(","):
-        start = time.perf_counter()
-        try:
-            {"turn": part_turn, "stt": part_stt, "recompile": part_recompile, "decode": part_decode,
-             "torchao": part_torchao, "restart": part_restart}[part](ctx)
-        except Exception as e:  # noqa: BLE001  (the other parts still run; the error is in the JSON)
-            RESULT.setdefault("errors", {})[part] = traceback.format_exc()[-2000:]
-            print(f"part {part} failed: {e}", file=sys.stderr)
-        RESULT.setdefault("part_seconds", {})[part] = round(time.perf_counter() - start, 1)
-        RESULT["vram_peak_process_gib"] = gib(torch.cuda.max_memory_allocated())
-        save()
+        run_part(part, ctx)
     print(json.dumps(RESULT, indent=1))
+
+
+def run_part(part: str, ctx: dict) -> None:
+    start = time.perf_counter()
+    try:
+        {"turn": part_turn, "stt": part_stt, "recompile": part_recompile, "decode": part_decode,
+         "torchao": part_torchao, "restart": part_restart}[part](ctx)
+    except Exception as e:  # noqa: BLE001  (the other parts still run; the error is in the JSON)
+        RESULT.setdefault("errors", {})[part] = traceback.format_exc()[-2000:]
+        print(f"part {part} failed: {e}", file=sys.stderr)
+    RESULT.setdefault("part_seconds", {})[part] = round(time.perf_counter() - start, 1)
+    RESULT["vram_peak_process_gib"] = gib(peak())
+    save()
 
 
 if __name__ == "__main__":

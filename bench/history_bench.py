@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PIL import Image  # noqa: E402
 
+from bench.quick import parse_args  # noqa: E402
 from core.conversation import Answer, Question  # noqa: E402
 from core.history_index import HistoryIndex  # noqa: E402
 from core.media import digest  # noqa: E402
@@ -89,7 +90,7 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--queries", type=int, default=40)
-    args = parser.parse_args()
+    args = parse_args(parser, sessions=20, turns=2, queries=4)
     rng = random.Random(0)
     words = vocabulary(rng)
 

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from bench.quick import parse_args  # noqa: E402
 from core.chat_session import ChatSession  # noqa: E402
 from core.config import Settings  # noqa: E402
 from core.conversation import Answer, Question  # noqa: E402
@@ -76,7 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=10)
-    args = parser.parse_args()
+    args = parse_args(parser, turns=3, repeat=1)
     from streamlit.testing.v1 import AppTest
 
     with tempfile.TemporaryDirectory() as tmp:

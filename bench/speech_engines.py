@@ -38,6 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.quick import parse_args  # noqa: E402
 from core.media import load_audio  # noqa: E402
 from core.stt import FasterWhisperTranscriber, bundled_base, bundled_tiny_en  # noqa: E402
 from core.tts import EspeakSpeaker, PiperSpeaker, Speech  # noqa: E402
@@ -122,12 +123,12 @@ def timed(function, *args):
     return result, time.perf_counter() - start
 
 
-def bench_tts(speakers: dict, repeat: int) -> dict:
+def bench_tts(speakers: dict, repeat: int, first: int | None = None) -> dict:
     report = {}
     for name, speaker in speakers.items():
         speaker.speak("Warm up.", "en")
         arms = {}
-        for kind, sentences in (("short", SHORT), ("long", LONG)):
+        for kind, sentences in (("short", SHORT[:first]), ("long", LONG[:first])):
             times, seconds = [], []
             for _ in range(repeat):
                 for sentence in sentences:
@@ -145,10 +146,10 @@ def bench_tts(speakers: dict, repeat: int) -> dict:
     return report
 
 
-def bench_round_trip(speakers: dict, transcribers: dict) -> dict:
+def bench_round_trip(speakers: dict, transcribers: dict, first: int | None = None) -> dict:
     report = {}
     for name, speaker in speakers.items():
-        clips = [(sentence, samples_of(speaker.speak(sentence, "en"))) for sentence in ROUND_TRIP]
+        clips = [(sentence, samples_of(speaker.speak(sentence, "en"))) for sentence in ROUND_TRIP[:first]]
         report[name] = {}
         for stt_name, transcriber in transcribers.items():
             heard = [(sentence, transcriber.transcribe(samples, "en").text) for sentence, samples in clips]
@@ -156,8 +157,8 @@ def bench_round_trip(speakers: dict, transcribers: dict) -> dict:
     return report
 
 
-def bench_stt(transcribers: dict, espeak: EspeakSpeaker, repeat: int) -> dict:
-    clips = {kind: samples_of(espeak.speak(text, "en")) for kind, text in CLIPS.items()}
+def bench_stt(transcribers: dict, espeak: EspeakSpeaker, repeat: int, first: int | None = None) -> dict:
+    clips = {kind: samples_of(espeak.speak(text, "en")) for kind, text in list(CLIPS.items())[:first]}
     for transcriber in transcribers.values():
         transcriber.transcribe(clips["short"])  # warm-up
     # base as a voice turn runs it (language None: detected on the encoder output it decodes from), as
@@ -184,7 +185,7 @@ def bench_stt(transcribers: dict, espeak: EspeakSpeaker, repeat: int) -> dict:
     if "base" in transcribers:
         detected = {}
         for language, questions in QUESTIONS.items():
-            heard = [transcribers["base"].transcribe(samples_of(espeak.speak(q, language))) for q in questions]
+            heard = [transcribers["base"].transcribe(samples_of(espeak.speak(q, language))) for q in questions[:first]]
             detected[language] = {
                 "right": sum(t.language == language for t in heard), "of": len(heard),
                 "detected": [t.language for t in heard],
@@ -215,7 +216,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5, help="runs per measurement (median)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
-    args = parser.parse_args()
+    parser.add_argument("--sentences", type=int, help="of each list of sentences and clips, the first N (default: all)")
+    args = parse_args(parser, repeat=1, sentences=1)
 
     report: dict = {"date": date.today().isoformat(), "machine": machine(), "versions": versions(),
                     "load_avg_1min_before": round(os.getloadavg()[0], 2)}
@@ -229,9 +231,9 @@ def main() -> None:
             transcriber, took = timed(FasterWhisperTranscriber, path)
             transcribers[name] = transcriber
             report[f"whisper_{name}_load_s"] = round(took, 2)
-    report["tts"] = bench_tts(speakers, args.repeat)
-    report["round_trip"] = bench_round_trip(speakers, transcribers)
-    report["stt"] = bench_stt(transcribers, espeak, args.repeat)
+    report["tts"] = bench_tts(speakers, args.repeat, args.sentences)
+    report["round_trip"] = bench_round_trip(speakers, transcribers, args.sentences)
+    report["stt"] = bench_stt(transcribers, espeak, args.repeat, args.sentences)
     report["piper_load_s"] = round(report["piper_load_s"], 2)
     report["load_avg_1min_after"] = round(os.getloadavg()[0], 2)
     text = json.dumps(report, indent=2, ensure_ascii=False)

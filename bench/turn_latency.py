@@ -48,7 +48,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
+from bench.quick import parse_args  # noqa: E402
 from bench.scene import QUESTIONS, picture  # noqa: E402
 from bench.whisper_weights import convert, weight_dtypes  # noqa: E402
 from core import turn  # noqa: E402
@@ -362,8 +362,8 @@ class _FreshFake:
     name = "fake"
     lock = None
 
-    def __init__(self):
-        self._model = FakeChatModel(delay_s=1 / FAKE_WORDS_PER_S, lock=False)
+    def __init__(self, words_per_s: float = FAKE_WORDS_PER_S):
+        self._model = FakeChatModel(delay_s=1 / words_per_s, lock=False)
 
     def count_tokens(self, text: str) -> int:
         return self._model.count_tokens(text)
@@ -395,9 +395,12 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--stt-repeat", type=int, default=2, help="rounds over the clips for the STT-alone part")
     parser.add_argument("--whisper-base", help="a CTranslate2 Whisper base folder (see bench/whisper_weights.py join)")
+    parser.add_argument("--fake-words-per-s", type=float, default=FAKE_WORDS_PER_S, help="the structural part's rate")
+    parser.add_argument("--no-long-clip", action="store_true", help="the STT-alone part without its 60 s recording")
     parser.add_argument("--skip", nargs="*", default=[], choices=["turns", "structural", "stt"])
-    args = parser.parse_args()
-    if not 5 <= args.questions <= len(QUESTIONS):
+    args = parse_args(parser, questions=1, repeat=1, max_new_tokens=8, stt_repeat=1, fake_words_per_s=400.0,
+                      no_long_clip=True)
+    if not (1 if args.quick else 5) <= args.questions <= len(QUESTIONS):
         parser.error(f"--questions must be 5..{len(QUESTIONS)}")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     ct2_tiny = bundled_tiny_en()
@@ -451,17 +454,20 @@ def measure(args, ct2_tiny: str, folder: Path) -> dict:
         model = chat.name if args.model else f"{chat.name}: tiny, random weights"
         report["turns"] = {"model": model, "max_new_tokens": args.max_new_tokens, **summarise(results)}
     if "structural" not in args.skip:
-        results = in_script_thread(run_turns, settings, _FreshFake(), transcribers, audios, image, options, args.repeat)
+        fake = _FreshFake(args.fake_words_per_s)
+        results = in_script_thread(run_turns, settings, fake, transcribers, audios, image, options, args.repeat)
         report["structural"] = {
             "model": f"FAKE (tests/fakes.py FakeChatModel): a fixed {len(FAKE_REPLY.split())}-word, 5-sentence reply "
-            f"streamed at {FAKE_WORDS_PER_S:g} words/s (~26 tokens/s); shows what streaming gains with real sentences",
+            f"streamed at {args.fake_words_per_s:g} words/s ({FAKE_WORDS_PER_S:g}: ~26 tokens/s); "
+            "shows what streaming gains with real sentences",
             **summarise(results),
         }
     if "stt" not in args.skip:
         clips = [("questions", load_audio(a, max_seconds=600).samples) for a in audios]
-        long_wav = folder / "long.wav"
-        subprocess.run(["espeak-ng", "-s", str(ESPEAK_WPM), "-w", str(long_wav), " ".join([FAKE_REPLY] * 2)], check=True)
-        clips.append(("long_clip", load_audio(long_wav.read_bytes(), max_seconds=600).samples))
+        if not args.no_long_clip:
+            long_wav = folder / "long.wav"
+            subprocess.run(["espeak-ng", "-s", str(ESPEAK_WPM), "-w", str(long_wav), " ".join([FAKE_REPLY] * 2)], check=True)
+            clips.append(("long_clip", load_audio(long_wav.read_bytes(), max_seconds=600).samples))
         report["stt"] = {"tiny.en": stt_alone("tiny.en", ct2_tiny, folder, clips, args.stt_repeat)}
         if args.whisper_base:
             report["stt"]["base"] = stt_alone("base", args.whisper_base, folder, clips, args.stt_repeat)

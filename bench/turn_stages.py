@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
+from bench.quick import parse_args  # noqa: E402
 from bench.scene import QUESTION, picture  # noqa: E402
 from core import turn  # noqa: E402
 from core.chat_session import ChatSession  # noqa: E402
@@ -41,11 +41,11 @@ def run_turn(session, engines, turn_input, options) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="LLaVA folder or id (default: a tiny random one)")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
+    args = parse_args(parser, max_new_tokens=8, repeat=1)
 
     with tempfile.TemporaryDirectory() as tmp:
         model_path = args.model

@@ -44,6 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.quick import parse_args  # noqa: E402
 from core.media import SAMPLE_RATE, load_audio, wav_bytes  # noqa: E402
 from tests.e2e.conftest import CHROMIUM_FLAGS  # noqa: E402
 from tests.fake_mic import conversation  # noqa: E402
@@ -154,18 +155,40 @@ def score(found: list[tuple[float, float]], truth: list, seconds: float | None, 
     }
 
 
+def clicks_and_noise(page, playwright, clean, truth, audio_s, rng, work, in_page: bool) -> dict:
+    """Keyboard clicks over the questions, and noise or clicks alone (false starts)."""
+    results: dict = {}
+    samples = with_clicks(clean, rng)
+    results["keyboard clicks, 6 a second"] = {}
+    for detector, run in (("energy", lambda x: energy_detector(page, x)), ("silero", silero_detector)):
+        found, seconds = run(samples)
+        results["keyboard clicks, 6 a second"][detector] = score(found, truth, seconds, audio_s)
+    if in_page:
+        results["keyboard clicks, 6 a second"]["energy, in the page"] = score(
+            in_the_page(playwright, samples, work), truth, None, audio_s)
+    for name, alone in (("noise alone (-34 dBFS)", rng.normal(0, 0.02, len(clean)).astype(np.float32)),
+                        ("keyboard clicks alone", with_clicks(np.zeros_like(clean), rng))):
+        results[name] = {}
+        for detector, run in (("energy", lambda x: energy_detector(page, x)), ("silero", silero_detector)):
+            found, seconds = run(alone)
+            results[name][detector] = score(found, [], seconds, audio_s)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--in-the-page", action="store_true", help="also through the browser's microphone (real time)")
-    args = parser.parse_args()
+    parser.add_argument("--questions", type=int, default=len(QUESTIONS), help="how many of the questions")
+    parser.add_argument("--only-clean", action="store_true", help="the clean audio only (no noise, no clicks)")
+    args = parse_args(parser, questions=2, only_clean=True)
     from playwright.sync_api import sync_playwright
 
     rng = np.random.default_rng(0)
     work = Path(tempfile.mkdtemp())
     wav = work / "questions.wav"
     parts: list = [1.0]
-    for question, gap in zip(QUESTIONS, GAPS_S):
+    for question, gap in zip(QUESTIONS[: args.questions], GAPS_S):
         parts += [question, gap]
     truth = conversation(wav, parts)
     clean = load_audio(wav.read_bytes(), max_seconds=600).samples
@@ -175,7 +198,8 @@ def main() -> None:
         browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_FLAGS)
         page = browser.new_page()
         page.set_content("<html><body></body></html>")
-        for name, snr in (("clean", None), ("white noise 20 dB", 20.0), ("white noise 10 dB", 10.0)):
+        conditions = [("clean", None), ("white noise 20 dB", 20.0), ("white noise 10 dB", 10.0)]
+        for name, snr in conditions[:1] if args.only_clean else conditions:
             samples = noisy(clean, snr, rng)
             found, seconds = energy_detector(page, samples)
             results[name] = {"energy": score(found, truth, seconds, audio_s)}
@@ -183,20 +207,8 @@ def main() -> None:
             results[name]["silero"] = score(found, truth, seconds, audio_s)
             if args.in_the_page:
                 results[name]["energy, in the page"] = score(in_the_page(playwright, samples, work), truth, None, audio_s)
-        samples = with_clicks(clean, rng)
-        results["keyboard clicks, 6 a second"] = {}
-        for detector, run in (("energy", lambda x: energy_detector(page, x)), ("silero", silero_detector)):
-            found, seconds = run(samples)
-            results["keyboard clicks, 6 a second"][detector] = score(found, truth, seconds, audio_s)
-        if args.in_the_page:
-            results["keyboard clicks, 6 a second"]["energy, in the page"] = score(
-                in_the_page(playwright, samples, work), truth, None, audio_s)
-        for name, alone in (("noise alone (-34 dBFS)", rng.normal(0, 0.02, len(clean)).astype(np.float32)),
-                            ("keyboard clicks alone", with_clicks(np.zeros_like(clean), rng))):
-            results[name] = {}
-            for detector, run in (("energy", lambda x: energy_detector(page, x)), ("silero", silero_detector)):
-                found, seconds = run(alone)
-                results[name][detector] = score(found, [], seconds, audio_s)
+        if not args.only_clean:
+            results.update(clicks_and_noise(page, playwright, clean, truth, audio_s, rng, work, args.in_the_page))
         browser.close()
     from importlib.metadata import version
 

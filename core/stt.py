@@ -137,6 +137,7 @@ class OpenAIWhisperTranscriber:
 
         audio = whisper.pad_or_trim(torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)))
         mel = whisper.log_mel_spectrogram(audio, self.model.dims.n_mels, device=self.device)
+        language = language if language or self.model.is_multilingual else "en"  # tiny.en has nothing to detect with
         options = whisper.DecodingOptions(language=language, fp16=self.fp16, without_timestamps=True,
                                           sample_len=self.sample_len)
         with torch.inference_mode():

@@ -1,13 +1,14 @@
 """The conversation: image, chat input (text, image, voice), streamed reply, spoken answer.
 
 A thin script: the sidebar gives the choices, the chat box the input, core.turn does the turn and
-ui.chat_view draws it. Callbacks get what they act on through args=; what lasts from one run to
+ui.exchange_view draws it. Callbacks get what they act on through args=; what lasts from one run to
 the next is in ui.state.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import streamlit as st
 
@@ -17,9 +18,9 @@ from core.config import Settings
 from core.conversation import Answer, Notice
 from core.engines import Engines, GenerationOptions
 from core.errors import AppError
-from core.markup import safe_markdown, safe_stream
+from core.markup import safe_stream
 from core.media import IMAGE_FORMATS
-from ui import call_mode, chat_view, speech_queue, state
+from ui import call_mode, chat_view, exchange_view, speech_queue, state
 from ui.account import page_settings
 from ui.resources import engines_for
 
@@ -59,8 +60,8 @@ def sidebar(settings: Settings, engines: Engines, session: ChatSession):
                      args=(session, state.image_key()),
                      help="Or attach it in the chat box. A new image starts a new visual context.")
     if session.current_image:
-        chat_view.draw_image(session.log_dir, session.current_image, side=chat_view.SIDEBAR_SIDE, width=None,
-                             caption="Current image" + (" (used by your next question)" if session.pending_image else ""))
+        exchange_view.draw_image(session.log_dir, session.current_image, side=chat_view.SIDEBAR_SIDE, width=None,
+                                 caption="Current image" + (" (used by your next question)" if session.pending_image else ""))
     speak = st.toggle("Speak replies", value=settings.tts_engine != "none", disabled=engines.speaker is None)
     hands_free = st.toggle("Hands-free", key="hands_free", disabled=engines.transcriber is None,
                            help="A conversation without clicks: the page listens, each thing you say is a question, "
@@ -110,8 +111,8 @@ def stream_answer(session: ChatSession, engines: Engines, choices: Choices, inde
         status.empty()
         stop_box.empty()
         if reply.answer is not None:
-            chat_view.draw_answer_extras(session, index, reply.answer)  # the whole reply in one player, to replay
-            draw_actions(session, index)
+            exchange_view.draw_reply_media(session.log_dir, reply.answer)  # the whole reply in one player, to replay
+            draw_controls(session, index, True, reply.answer)
 
 
 def text_of(reply: turn.Reply, status, beat, speech: speech_queue.SpeechQueue, heard: int = 0):
@@ -125,9 +126,16 @@ def text_of(reply: turn.Reply, status, beat, speech: speech_queue.SpeechQueue, h
             beat.empty()  # draws nothing; a Stop clicked meanwhile interrupts the run here
         elif isinstance(event, turn.Token):
             status.empty()
-            yield chat_view.escape(event.text)
+            yield exchange_view.escape(event.text)
         elif isinstance(event, turn.Spoken):
             speech.play(event.speech.audio, event.speech.format)  # while the text goes on
+
+
+def draw_controls(session: ChatSession, index: int, actions: bool, answer: Answer) -> None:
+    """Under a reply: its feedback; Regenerate and Edit question when it is the last one."""
+    chat_view.draw_feedback(session, index, answer)
+    if actions:
+        draw_actions(session, index)
 
 
 def draw_actions(session: ChatSession, index: int) -> None:
@@ -165,15 +173,10 @@ def draw_conversation(session: ChatSession, asking: bool) -> None:
     for index in range(first, len(items)):
         item = items[index]
         if isinstance(item, Notice):
-            chat_view.draw_notice(item)
+            exchange_view.draw_notice(item)
             continue
-        chat_view.draw_question(session, item)
-        if item.answer is not None:
-            with st.chat_message("assistant"):
-                st.markdown(safe_markdown(chat_view.escape(item.answer.text)) or "*(no text)*")
-                chat_view.draw_answer_extras(session, index, item.answer)
-                if index == last and not asking:  # with a new question this one is no longer the last
-                    draw_actions(session, index)
+        # with a new question being asked the last reply is no longer the last: no actions under it
+        exchange_view.draw_exchange(session.log_dir, item, partial(draw_controls, session, index, index == last and not asking))
 
 
 def typed(prompt, choices: Choices) -> turn.TurnInput:
@@ -187,7 +190,7 @@ def typed(prompt, choices: Choices) -> turn.TurnInput:
     )
 
 
-def on_barge(session: ChatSession, turn_id: str, spoken: bool) -> None:
+def on_barge(session: ChatSession, reply: speech_queue.ReplyId | None, spoken: bool) -> None:
     """The user spoke over a reply. One still being written was ended by this rerun (and kept as
     stopped); a question whose reply had not begun, and a reply written but still being spoken, are
     marked stopped here."""
@@ -196,16 +199,16 @@ def on_barge(session: ChatSession, turn_id: str, spoken: bool) -> None:
         return
     if session.exchange(last).answer is None:  # the rerun cut in before its reply began: not to be answered now
         session.answer(last, Answer("", "stopped", "Interrupted before the reply began."))
-    elif spoken and speech_queue.turn_index(turn_id) == last:
+    elif spoken and reply is not None and reply.index == last:
         session.interrupt(last)
 
 
 def ask(session: ChatSession, engines: Engines, choices: Choices, turn_input: turn.TurnInput, heard: int = 0) -> None:
     event = turn.ask(session, engines, turn_input)
     if isinstance(event, turn.Rejected):
-        chat_view.draw_notice(event.notice)
+        exchange_view.draw_notice(event.notice)
     elif isinstance(event, turn.Asked):
-        chat_view.draw_question(session, session.exchange(event.index))
+        exchange_view.draw_question(session.log_dir, session.exchange(event.index))
         stream_answer(session, engines, choices, event.index, event.timings, heard)
 
 

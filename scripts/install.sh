@@ -6,13 +6,15 @@
 #   app        (the default) + the in-process model: torch, then requirements-local.txt and openai-whisper;
 #              on a machine where nvidia-smi finds a GPU the CUDA build of torch and requirements-gpu.txt
 #              (scripts/torch_spec.py says which build and why), else the CPU build
-#   dev        app + the test tools (requirements-dev.txt) and the test browser (packages-test.txt)
+#   dev        app + the test tools (requirements-dev.txt), the test browser (packages-test.txt) and ESLint
+#              for the page's scripts in ui/js (from npm, into node_modules/: ESLINT below)
 # TORCH_SPEC overrides the torch build, e.g.
 #   TORCH_SPEC="torch==2.13.0+cu128 --index-url https://download.pytorch.org/whl/cu128" bash scripts/install.sh
 # INSTALL_DRY_RUN=1 prints the apt and pip commands instead of running them (tests/unit/test_torch_spec.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-app}"
+ESLINT=(eslint@9.39.5 @eslint/js@9.39.5 globals@16.5.0)  # the JavaScript linter (eslint.config.mjs), dev only
 case "$mode" in
     front-end|app|dev) ;;
     *) echo "usage: bash scripts/install.sh [front-end|app|dev]" >&2; exit 2 ;;
@@ -81,3 +83,13 @@ fi
 pip install -c "$hold" "${requirements[@]}"
 pip install --no-deps "openai-whisper==20250625"
 check torch transformers streamlit faster_whisper whisper gtts
+
+if [ "$mode" = dev ]; then
+    command -v npm >/dev/null || apt_packages <(echo npm)
+    if [ -n "${INSTALL_DRY_RUN:-}" ]; then echo "npm install ${ESLINT[*]}"; exit 0; fi
+    installed=$(node -p 'require("./node_modules/eslint/package.json").version' 2>/dev/null || true)
+    if [ "eslint@$installed" != "${ESLINT[0]}" ]; then
+        npm install --prefix . --no-save --no-package-lock --no-audit --no-fund -q "${ESLINT[@]}" \
+            || { echo "ESLint could not be installed from npm: see the output above" >&2; exit 1; }
+    fi
+fi

@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh dev
 export HF_HUB_OFFLINE=1  # tests never download anything
 .venv/bin/ruff check .
+node_modules/.bin/eslint --max-warnings 0 ui/js  # the page's scripts (eslint.config.mjs)
 exec .venv/bin/python -m pytest "$@"

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.conversation import Exchange, Notice
+from core.conversation import Notice
 from core.history_index import MARK_END, MARK_START, SearchHit, SessionSummary
 from core.markup import safe_markdown
 from core.session_log import LoggedSession
-from ui.chat_view import STAGES, draw_image, draw_note_and_audio, draw_notice, escape, picture, stored
-from ui.chat_view import _preview as _thumbnail  # noqa: F401  (the cache bench/history_bench.py clears)
+from ui.exchange_view import _preview as _thumbnail  # noqa: F401  (the cache bench/history_bench.py clears)
+from ui.exchange_view import draw_exchange, draw_notice, escape, picture, read_only
 
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~:$<])")
 MARKED = re.compile(f"({MARK_START}[^{MARK_START}{MARK_END}]*{MARK_END})")  # one matched word, marks included
@@ -99,34 +99,9 @@ def session(log_dir: Path, logged: LoggedSession, highlight: int | None = None) 
         with st.container(border=True) if matched else st.container():
             if matched:
                 st.caption(":orange-background[Search match]")
-            _exchange(log_dir, item)
+            draw_exchange(log_dir, item, under_reply=read_only, numbered=True)
+            if item.answer is None:
+                st.caption("No reply was recorded for this question.")
     for error in logged.errors:
         st.error(f"{when(error.get('ts', ''))} · turn {(error.get('turn') or 0) + 1}: {error.get('message', '')}",
                  icon=":material/error:")
-
-
-def _exchange(log_dir: Path, exchange: Exchange) -> None:
-    question, answer = exchange.question, exchange.answer
-    with st.chat_message("user"):
-        if question.image:
-            draw_image(log_dir, question.image, caption="New image")
-        if audio := stored(log_dir, question.audio):
-            st.audio(audio, format="audio/wav")
-        label = "Transcript" if question.source == "voice" else "Typed"
-        st.caption(f"Turn {exchange.turn.number + 1} · {label} · {question.language}")
-        st.markdown(safe_markdown(escape(question.text)))
-    if answer is None:
-        st.caption("No reply was recorded for this question.")
-        return
-    with st.chat_message("assistant"):
-        st.markdown(safe_markdown(escape(answer.text)) or "*(no text)*")
-        draw_note_and_audio(answer, stored(log_dir, answer.audio))
-        extras = []
-        if answer.feedback is not None:
-            extras.append(":material/thumb_up:" if answer.feedback else ":material/thumb_down:")
-        timings = [f"{label} {answer.timings[key]:.2f}{'' if key == 'tokens_per_s' else ' s'}"
-                   for key, label in STAGES.items() if key in answer.timings]
-        if timings:
-            extras.append(" · ".join(timings))
-        if extras:
-            st.caption("  ".join(extras))

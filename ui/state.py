@@ -13,8 +13,9 @@
     flash        History: what the last action did (shown once); flash_error: why it failed
     utterances   WAVs call mode heard and no run has asked yet (put by its callback, each taken by
                  the run that asks it); heard: the last one's id
-    barge        (speech queue turn id, whether its voice was playing): the user spoke over a reply;
-                 barged: the last utterance id sent before that (replies to it and earlier ones stop)
+    barge        (the speech queue's ReplyId or None, whether its voice was playing): the user spoke
+                 over a reply; barged: the last utterance id sent before that (replies to it and
+                 earlier ones stop)
     call_run     a number that changes every run, so that call mode's component hears that a run ended
 
 Widget keys (Streamlit keeps their values under them): image-<n> (the sidebar picker), query
@@ -30,6 +31,7 @@ import streamlit as st
 from core.chat_session import ChatSession
 from core.config import Settings
 from ui.chat_view import SHOWN_TURNS
+from ui.speech_queue import ReplyId
 
 
 def chat(settings: Settings, model: str) -> ChatSession:
@@ -136,14 +138,14 @@ def heard() -> int:
     return st.session_state.get("heard", 0)
 
 
-def put_barge(turn: str, spoken: bool, upto: int) -> None:
-    """The user spoke over a reply: the queue's turn then playing (if its voice was), and the id of
-    the last utterance sent before: no reply to it or to an earlier one may go on."""
+def put_barge(turn: ReplyId | None, spoken: bool, upto: int) -> None:
+    """The user spoke over a reply: the reply id of the queue's turn then (whether its voice was
+    playing), and the id of the last utterance sent before: no reply to it or to an earlier one may go on."""
     st.session_state.barge = (turn, spoken)
     st.session_state.barged = max(barged(), upto)
 
 
-def take_barge() -> tuple[str, bool] | None:
+def take_barge() -> tuple[ReplyId | None, bool] | None:
     return st.session_state.pop("barge", None)
 
 

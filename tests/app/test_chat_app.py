@@ -59,6 +59,19 @@ def test_question_before_any_image_is_answered_as_text_chat(app):
     assert read_session(list_session_files(app.log_dir)[0]).conversation.exchanges[0].answer.status == "complete"
 
 
+def test_dollars_in_a_question_are_text_on_both_pages(app):
+    """The chat page and History draw an exchange with one renderer: "$" is escaped in both (not LaTeX)."""
+    at = ask(app(), "Is it $5 or $10?")
+    ask(at, "And $3?")  # the first exchange is now drawn from the conversation, not as the live turn
+    assert at.chat_message[0].markdown[0].value == "Is it \\$5 or \\$10?"
+    assert at.chat_message[2].markdown[0].value == "And \\$3?"
+    at.switch_page("pages/history.py").run()
+    at.query_params["session"] = at.session_state["chat"].session_id
+    at.run()
+    questions = [m.markdown[-1].value for m in at.chat_message if m.name == "user"]
+    assert questions == ["Is it \\$5 or \\$10?", "And \\$3?"]
+
+
 @pytest.mark.parametrize(
     "data,message",
     [

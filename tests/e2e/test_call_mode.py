@@ -60,7 +60,7 @@ class Call:
 
 
 def clips_of(page, index: int) -> list[dict]:
-    return page.evaluate("(i) => window.__talkSpeech.log.filter(e => e.turn.startsWith(i + '-'))", index)
+    return page.evaluate("(i) => window.__talkSpeech.log.filter(e => e.turn.index === i)", index)
 
 
 def test_two_spoken_questions_give_two_answered_spoken_turns_without_a_click(server, browser_with_mic, tmp_path):
@@ -68,7 +68,7 @@ def test_two_spoken_questions_give_two_answered_spoken_turns_without_a_click(ser
                 short=True)
     page, asked = call.page, call.asked
     page.wait_for_function("window.__talkCall.sent >= 2", timeout=60_000)
-    page.wait_for_function("window.__talkSpeech.log.some(e => e.turn.startsWith('1-2-'))", timeout=60_000)
+    page.wait_for_function("window.__talkSpeech.log.some(e => e.turn.index === 1 && e.turn.heard === 2)", timeout=60_000)
     page.screenshot(path=tmp_path / "call-mode.png")
 
     heard = page.evaluate("window.__talkCall.log")
@@ -83,7 +83,8 @@ def test_two_spoken_questions_give_two_answered_spoken_turns_without_a_click(ser
     assert "car" in exchanges[1].question.text.lower()
     assert all(e.answer is not None and e.answer.text for e in exchanges)
     onset = page_time(page, asked[1].start_s)
-    timeline = [(e["turn"][:4], e["seq"], round(e["start"] - onset), e["end"] and round(e["end"] - onset), e["why"])
+    timeline = [(e["turn"]["index"], e["turn"]["heard"], e["seq"], round(e["start"] - onset),
+                 e["end"] and round(e["end"] - onset), e["why"])
                 for e in page.evaluate("window.__talkSpeech.log")]  # ms from the second question's onset
     assert exchanges[0].answer.status == "complete", timeline  # the second question came after the first reply ended
     for index in (0, 1):  # spoken: each reply's first clip played in the page
@@ -96,7 +97,7 @@ def test_talking_over_a_spoken_reply_stops_it_at_once_and_asks_the_new_question(
     # 512 new tokens: the first reply is still being spoken when the second question starts
     call = Call(server, browser_with_mic, tmp_path, ["Please describe this image.", 7.0, "What colour is the big red car?"])
     page, asked = call.page, call.asked
-    page.wait_for_function("window.__talkSpeech && window.__talkSpeech.log.some(e => e.turn.startsWith('1-2-'))",
+    page.wait_for_function("window.__talkSpeech && window.__talkSpeech.log.some(e => e.turn.index === 1 && e.turn.heard === 2)",
                            timeout=90_000)
     onset = page_time(page, asked[1].start_s)
     first = clips_of(page, 0)

@@ -8,7 +8,7 @@ import base64
 import pytest
 
 from core.tts import EspeakSpeaker
-from ui.speech_queue import JS
+from ui.speech_queue import JS, ReplyId
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -22,6 +22,11 @@ def queue(browser_with_mic):
         window.mountSpeech = (await import(url)).default;
     }""", JS)
     return page
+
+
+def turn(index: int) -> dict:
+    """A reply id as the chat page sends it."""
+    return ReplyId.new(index).as_data()
 
 
 def clip(seq: int, text: str) -> dict:
@@ -40,13 +45,13 @@ def finished(page, count: int) -> list[dict]:
 
 
 def test_clips_play_in_order_once_without_overlap_or_gaps(queue):
-    clips = [clip(i, f"Sentence number {i}.") for i in range(4)]
-    mount(queue, {"turn": "a", "clips": clips[:1]})
+    clips, a = [clip(i, f"Sentence number {i}.") for i in range(4)], turn(0)
+    mount(queue, {"turn": a, "clips": clips[:1]})
     queue.wait_for_timeout(100)
-    mount(queue, {"turn": "a", "clips": clips[:2]})  # each mount repeats the clip before: played once
-    mount(queue, {"turn": "a", "clips": [clips[3]]})  # arrives before 2: must wait for it
+    mount(queue, {"turn": a, "clips": clips[:2]})  # each mount repeats the clip before: played once
+    mount(queue, {"turn": a, "clips": [clips[3]]})  # arrives before 2: must wait for it
     queue.wait_for_timeout(300)
-    mount(queue, {"turn": "a", "clips": clips[1:3]})
+    mount(queue, {"turn": a, "clips": clips[1:3]})
     log = finished(queue, 4)
     assert [e["seq"] for e in log] == [0, 1, 2, 3] and all(e["error"] is None for e in log)
     for before, after in zip(log, log[1:]):
@@ -56,14 +61,15 @@ def test_clips_play_in_order_once_without_overlap_or_gaps(queue):
 
 def test_a_new_turn_silences_the_old_one_and_stop_silences_all(queue):
     long = clip(0, "This is a long sentence that keeps going for quite a while, on and on and on, to be cut off. " * 3)
-    mount(queue, {"turn": "old", "clips": [long]})
+    old, new, third = turn(0), turn(0), turn(2)  # new: a regenerated reply (the same exchange, another id)
+    mount(queue, {"turn": old, "clips": [long]})
     queue.wait_for_function("window.__talkSpeech.log.length === 1")
-    mount(queue, {"turn": "new", "clips": [clip(0, "New reply.")]})
+    mount(queue, {"turn": new, "clips": [clip(0, "New reply.")]})
     log = finished(queue, 2)
-    assert [(e["turn"], e["seq"]) for e in log] == [("old", 0), ("new", 0)]
+    assert [(e["turn"], e["seq"]) for e in log] == [(old, 0), (new, 0)]
     assert log[0]["stopped"] and log[1]["start"] >= log[0]["end"]  # the old clip was stopped first
 
-    mount(queue, {"turn": "third", "clips": [long]})
+    mount(queue, {"turn": third, "clips": [long]})
     queue.wait_for_function("window.__talkSpeech.log.length === 3")
     mount(queue, {"stop": True})
     assert queue.evaluate("window.__talkSpeech.audio === null && window.__talkSpeech.pending.length === 0")
@@ -88,9 +94,9 @@ REFUSE_AUTOPLAY = """() => {
 
 def test_refused_autoplay_shows_tap_to_hear_and_a_tap_plays_the_rest_in_order(queue):
     queue.evaluate(REFUSE_AUTOPLAY)
-    clips = [clip(i, f"Sentence number {i}.") for i in range(3)]
-    mount(queue, {"turn": "strict", "clips": clips[:2]})
-    mount(queue, {"turn": "strict", "clips": clips[1:]})
+    clips, strict = [clip(i, f"Sentence number {i}.") for i in range(3)], turn(0)
+    mount(queue, {"turn": strict, "clips": clips[:2]})
+    mount(queue, {"turn": strict, "clips": clips[1:]})
     button = queue.get_by_text("Tap to hear the reply")
     button.wait_for(state="visible")
     refused = queue.evaluate("window.__talkSpeech.log")

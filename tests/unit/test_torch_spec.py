@@ -122,6 +122,10 @@ def test_front_end_install_is_requirements_txt_alone_even_on_a_gpu_host(tmp_path
 
 
 def test_the_test_install_adds_the_test_tools_and_the_test_browser(tmp_path):
-    lines = pip_lines(dry_install(tmp_path, "dev", None))
+    output = dry_install(tmp_path, "dev", None)
+    lines = pip_lines(output)
     (extras,) = [line for line in lines if "requirements-local.txt" in line]
     assert "-r requirements-dev.txt" in extras
+    (npm,) = [line for line in output.splitlines() if line.startswith("npm ")]  # the page scripts' linter
+    assert npm.split()[:3] == ["npm", "install", "eslint@9.39.5"]
+    assert "npm " not in dry_install(tmp_path / "app", "app", None)  # only the test install has it
