@@ -9,7 +9,7 @@ see the same image (bench/scene.py), and speak with the same engine (espeak-ng).
 
   original  openai-whisper medium transcribe() -> pipeline("image-to-text"), bitsandbytes 4-bit
             with fp16 compute, the whole reply -> TTS of the whole reply
-  app       the app's CUDA defaults through core.turn, as the page runs it: openai-whisper
+  app       the app's CUDA defaults through core.chat.turn, as the page runs it: openai-whisper
             large-v3-turbo -> LLAVA_QUANT=4bit (HQQ + gemlite, compiled decode loop) streamed ->
             first sentence -> TTS of that sentence
 
@@ -97,7 +97,7 @@ class TimedSpeaker:
     """espeak-ng, noting when each piece of audio is ready."""
 
     def __init__(self):
-        from core.tts import EspeakSpeaker
+        from core.engines.tts import EspeakSpeaker
 
         self.inner = EspeakSpeaker()
         self.name = self.inner.name
@@ -111,7 +111,7 @@ class TimedSpeaker:
 
 
 def app_transcriber(path: Path):
-    from core.stt import OpenAIWhisperTranscriber
+    from core.engines.stt import OpenAIWhisperTranscriber
 
     transcriber = OpenAIWhisperTranscriber(str(path), "cuda")
     transcriber.sample_len = WHISPER_TOKENS
@@ -119,10 +119,10 @@ def app_transcriber(path: Path):
 
 
 def app_turn(settings, llava, transcriber, audio: bytes, image: bytes, options) -> dict:
-    """core.turn as the page runs it; seconds since the end of the recording."""
-    from core import turn
-    from core.chat_session import ChatSession
-    from core.engines import Engines
+    """core.chat.turn as the page runs it; seconds since the end of the recording."""
+    from core.chat import turn
+    from core.chat.session import ChatSession
+    from core.engines.api import Engines
 
     session = ChatSession(settings)
     session.attach_image(image)
@@ -173,7 +173,7 @@ def original_turn(whisper_model, pipe, audio: bytes, image, speaker_factory) -> 
 def load_app_model(model_dir: Path) -> tuple[object, dict]:
     import torch
 
-    from core.vlm import LlavaModel
+    from core.engines.vlm import LlavaModel
 
     torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated()
@@ -197,8 +197,8 @@ def part_turn(ctx) -> None:
 
     from bench.gpu.build import whisper as build_whisper
     from core.config import Settings
-    from core.engines import GenerationOptions
-    from core.quant import bitsandbytes_config
+    from core.engines.api import GenerationOptions
+    from core.engines.quant import bitsandbytes_config
 
     settings = Settings.from_env({"LOG_DIR": str(OUT / "logs"), "LLAVA_MODEL": "unused"})
     options = GenerationOptions(temperature=0, max_new_tokens=MAX_NEW_TOKENS)
@@ -316,11 +316,11 @@ def part_stt(ctx) -> None:
 def part_recompile(ctx) -> None:
     import torch
 
-    from core import turn
-    from core.chat_session import ChatSession
+    from core.chat import turn
+    from core.chat.session import ChatSession
     from core.config import Settings
-    from core.engines import Engines, GenerationOptions
-    from core.tts import EspeakSpeaker
+    from core.engines.api import Engines, GenerationOptions
+    from core.engines.tts import EspeakSpeaker
 
     counters = torch._dynamo.utils.counters
     llava = ctx["llava"]
@@ -364,7 +364,7 @@ def decode_timing(llava, inputs_fn, label: str, reps: int = 2) -> dict:
     """Time to first chunk and decode tok/s of a model's stream(), greedy, DECODE_TOKENS tokens."""
     import torch
 
-    from core.engines import GenerationOptions
+    from core.engines.api import GenerationOptions
 
     options = GenerationOptions(temperature=0, max_new_tokens=DECODE_TOKENS)
     exchanges, images = inputs_fn()
@@ -389,7 +389,7 @@ def part_decode(ctx) -> None:
     from transformers import AutoModelForImageTextToText, AutoProcessor, TextIteratorStreamer
 
     from core.conversation import Exchange, Question
-    from core.vlm import LlavaModel
+    from core.engines.vlm import LlavaModel
 
     model_dir, image = ctx["model_dir"], ctx["picture"]
 
@@ -455,7 +455,7 @@ def part_torchao(ctx) -> None:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from core.conversation import Exchange, Question
-    from core.vlm import LlavaModel
+    from core.engines.vlm import LlavaModel
 
     model_dir, image = ctx["model_dir"], ctx["picture"]
     processor = AutoProcessor.from_pretrained(model_dir)

@@ -1,6 +1,6 @@
 """The conversation: image, chat input (text, image, voice), streamed reply, spoken answer.
 
-A thin script: the sidebar gives the choices, the chat box the input, core.turn does the turn and
+A thin script: the sidebar gives the choices, the chat box the input, core.chat.turn does the turn and
 ui.chat_view draws it. Callbacks get what they act on through args=; what lasts from one run to
 the next is in ui.state.
 """
@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from core import turn
-from core.chat_session import MAX_QUESTION_CHARS, ChatSession
+from core.chat import turn
+from core.chat.session import MAX_QUESTION_CHARS, ChatSession
 from core.config import Settings
 from core.conversation import Answer, Notice
-from core.engines import Engines, GenerationOptions
+from core.engines.api import Engines, GenerationOptions
 from core.errors import AppError
 from core.markup import safe_markdown, safe_stream
 from core.media import IMAGE_FORMATS

@@ -1,6 +1,6 @@
 """Past sessions: list, search, open, replay, export, delete, and continue in the chat.
 
-The log files are the source of truth; core.history_index keeps a SQLite FTS5 index of them in
+The log files are the source of truth; core.store.history_index keeps a SQLite FTS5 index of them in
 step (synced once per run: only new or changed files are read). The open session is named in
 the URL (?session=<id>&turn=<n>), so it can be bookmarked; ids are checked before any file is.
 """
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.chat_session import ChatSession
+from core.chat.session import ChatSession
 from core.config import Settings
 from core.errors import AppError
-from core.export import export_zip, session_to_json, session_to_markdown
-from core.history_index import HistoryIndex
-from core.session_log import SESSION_ID, LogFolderError, folder_problem, read_session, session_path
+from core.store.export import export_zip, session_to_json, session_to_markdown
+from core.store.history_index import HistoryIndex
+from core.store.session_log import SESSION_ID, LogFolderError, folder_problem, read_session, session_path
 from ui import history_view, state
 from ui.account import page_settings
 

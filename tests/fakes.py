@@ -7,10 +7,9 @@ import time
 
 import numpy as np
 
-from core.engines import Transcript
+from core.engines.api import Speech, Transcript
 from core.errors import GenerationError, SpeechError
 from core.media import wav_bytes  # noqa: F401  (tests make WAVs as the app sends them)
-from core.tts import Speech
 
 
 class FakeChatModel:

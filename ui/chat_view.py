@@ -8,12 +8,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.chat_session import ChatSession
+from core.chat.session import ChatSession
 from core.conversation import Answer, Exchange, Notice
 from core.errors import InvalidImage
 from core.markup import safe_markdown
 from core.media import preview
-from core.session_log import media_path
+from core.store.session_log import media_path
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The engines, loaded once per process (st.cache_resource) and shared by every browser session.
 
-What runs where is core.engines.load_engines' business; this module caches its result and draws
+What runs where is core.engines.loading.load_engines' business; this module caches its result and draws
 its progress. st.cache_resource computes a value under a per-key lock: sessions that start at the
 same moment wait for the one load instead of loading the model again.
 
@@ -18,7 +18,8 @@ import time
 import streamlit as st
 
 from core.config import Settings
-from core.engines import Engines, Loaded, NothingConfigured, load_engines
+from core.engines.api import Engines
+from core.engines.loading import Loaded, NothingConfigured, load_engines
 from core.errors import AppError, GenerationError
 
 logger = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.chat_session import ChatSession
+from core.chat.session import ChatSession
 from core.config import Settings
 from ui.chat_view import SHOWN_TURNS
 
@@ -122,7 +122,7 @@ def waiting_utterances() -> int:
 
 def take_utterance() -> tuple[int, bytes] | None:
     """The oldest utterance call mode heard and no run has asked yet, taken (None when there is none).
-    Take it right before core.turn.ask, with no Streamlit call between, where a rerun could cut in; a
+    Take it right before core.chat.turn.ask, with no Streamlit call between, where a rerun could cut in; a
     taken one is never asked twice, even by a second run that started before this one stopped."""
     waiting = st.session_state.get("utterances", [])  # (id, WAV)
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.tiny_llava import LLAVA_15_CHAT_TEMPLATE
+from tests.tiny_llava import LLAVA_15_CHAT_TEMPLATE
 
 LLAVA_VOCAB = 32064
 IMAGE_TOKEN_ID = 32000

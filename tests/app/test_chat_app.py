@@ -9,7 +9,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core.errors import GenerationError
-from core.session_log import list_session_files, media_path, read_session
+from core.store.session_log import list_session_files, media_path, read_session
 from tests.app.conftest import ask, log_records, roles
 from tests.conftest import ROOT, png_bytes
 
@@ -86,7 +86,7 @@ def test_generation_failure_keeps_the_partial_reply(app, monkeypatch):
         yield "of a reply "
         raise GenerationError("The model ran out of memory (simulated).")
 
-    monkeypatch.setattr("core.vlm.LlavaModel.stream", failing)
+    monkeypatch.setattr("core.engines.vlm.LlavaModel.stream", failing)
     at = ask(app(), "Tell me everything.")
     assert "The beginning of a reply" in at.chat_message[1].markdown[0].value
     assert any("out of memory" in w.value for w in at.warning)

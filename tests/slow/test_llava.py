@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from core.conversation import Answer, Exchange, Question
-from core.vlm import GenerationOptions, LlavaModel
+from core.engines.vlm import GenerationOptions, LlavaModel
 
 pytestmark = pytest.mark.slow
 IMAGE = "f" * 32
@@ -157,7 +157,7 @@ def test_static_cache_decoding_equals_generate_across_turns(tiny_llava, pad_to):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from core.decoding import Decoder, Sampling
+    from core.engines.decoding import Decoder, Sampling
 
     model = AutoModelForImageTextToText.from_pretrained(str(tiny_llava), dtype=torch.float64).eval()
     llava = LlavaModel(model, AutoProcessor.from_pretrained(str(tiny_llava)), "tiny float64")
@@ -182,7 +182,7 @@ def test_hqq_4bit_wiring_on_the_cpu(tiny_llava):
     from hqq.core.quantize import HQQLinear
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from core.quant import language_model, quantize_hqq
+    from core.engines.quant import language_model, quantize_hqq
 
     loaded = AutoModelForImageTextToText.from_pretrained(str(tiny_llava), dtype=torch.float32).eval()
     count = quantize_hqq(loaded, "cpu", kernels=False)
@@ -218,7 +218,7 @@ def test_warm_up_runs_every_padded_prompt_length_in_the_worker_thread(tiny_llava
 
 
 def test_4bit_without_its_packages_says_what_it_loaded_instead(monkeypatch):
-    from core import vlm
+    from core.engines import vlm
 
     monkeypatch.setattr(vlm, "find_spec", lambda name: name == "bitsandbytes")
     quant, note = vlm._available("4bit", "cuda")

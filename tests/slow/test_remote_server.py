@@ -10,13 +10,13 @@ import time
 
 import pytest
 
-from core import turn
-from core.chat_session import ChatSession
+from core.chat import turn
+from core.chat.session import ChatSession
 from core.conversation import Exchange, Question
+from core.engines.remote import RemoteChatModel
+from core.engines.vlm import GenerationOptions, LlavaModel
 from core.errors import GenerationError, ModelLoadError
-from core.remote import RemoteChatModel
-from core.session_log import read_session
-from core.vlm import GenerationOptions, LlavaModel
+from core.store.session_log import read_session
 from tests.conftest import png_bytes
 from tests.local_server import LocalServer
 
@@ -127,7 +127,7 @@ def test_stop_mid_stream_keeps_the_partial_reply_and_frees_the_server(settings, 
 def test_wrong_model_name_is_named_with_what_the_server_has(remote, server):
     """At start when the server lists its models (transformers >= 5.2x lists the folder it serves),
     and at the first request in any case (5.17 lists none and refuses another name with a 400)."""
-    from core.openai_server import served_models
+    from core.engines.openai_client import served_models
 
     if served_models(remote.client):
         with pytest.raises(ModelLoadError, match="LLAVA_REMOTE_MODEL") as caught:
@@ -140,7 +140,7 @@ def test_wrong_model_name_is_named_with_what_the_server_has(remote, server):
 
 
 def run_sessions(settings, chat, questions):
-    """One thread per session, all asking at once through core.turn; return (session, events) of each."""
+    """One thread per session, all asking at once through core.chat.turn; return (session, events) of each."""
     start, results = threading.Barrier(len(questions)), [None] * len(questions)
 
     def one(i: int) -> None:

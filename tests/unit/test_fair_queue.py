@@ -5,10 +5,10 @@ import time
 
 import pytest
 
-from core import turn
-from core.chat_session import ChatSession
-from core.fair_queue import FairQueue, queue_for
-from core.vlm import GenerationOptions
+from core.chat import turn
+from core.chat.fair_queue import FairQueue, queue_for
+from core.chat.session import ChatSession
+from core.engines.vlm import GenerationOptions
 from tests.fakes import FakeChatModel
 
 OPTIONS = GenerationOptions(temperature=0)
@@ -142,8 +142,8 @@ def test_stop_event_while_waiting_ends_the_turn_without_asking_the_model(setting
 
 def test_models_load_once_when_many_sessions_start_together(monkeypatch):
     """ui/resources.py loads the engines once per process, however many sessions start together."""
-    from core import vlm
     from core.config import Settings
+    from core.engines import vlm
     from ui import resources
 
     loads = []

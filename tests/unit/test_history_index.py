@@ -5,8 +5,8 @@ import sqlite3
 import pytest
 
 from core.conversation import Answer, Question
-from core.history_index import MARK_END, MARK_START, HistoryIndex, SyncResult, fts_query
-from core.session_log import SessionLog, media_path, save_media, session_path
+from core.store.history_index import MARK_END, MARK_START, HistoryIndex, SyncResult, fts_query
+from core.store.session_log import SessionLog, media_path, save_media, session_path
 
 
 def make_session(log_dir, *turns, images=(), model="fake"):

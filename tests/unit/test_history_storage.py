@@ -10,8 +10,8 @@ from functools import partial
 import pytest
 
 from core.conversation import Answer, Question
-from core.history_index import MAX_INDEXED_CHARS, HistoryIndex
-from core.session_log import LogFolderError, SessionLog, media_path, save_media
+from core.store.history_index import MAX_INDEXED_CHARS, HistoryIndex
+from core.store.session_log import LogFolderError, SessionLog, media_path, save_media
 
 
 def make_session(log_dir, *turns, durable=False):

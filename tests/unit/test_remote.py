@@ -16,11 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import turn
-from core.chat_session import ChatSession
+from core.chat import turn
+from core.chat.session import ChatSession
 from core.conversation import Answer, Exchange, Question
-from core.errors import GenerationError, ModelLoadError, TranscriptionError
-from core.remote import (
+from core.engines.remote import (
     MAX_IMAGE_SIDE,
     RemoteChatModel,
     RemoteTranscriber,
@@ -28,8 +27,9 @@ from core.remote import (
     language_code,
     openai_messages,
 )
-from core.stt import Transcript
-from core.vlm import GenerationOptions
+from core.engines.stt import Transcript
+from core.engines.vlm import GenerationOptions
+from core.errors import GenerationError, ModelLoadError, TranscriptionError
 from tests.conftest import png_bytes
 from tests.fakes import tone, wav_bytes
 
@@ -381,9 +381,9 @@ def test_image_question_through_a_turn_sends_the_uploaded_image(serve, settings)
 
 
 def test_the_app_loads_server_engines_when_configured_and_no_local_model(serve, tmp_path, monkeypatch):
-    from core import vlm
     from core.config import Settings
-    from core.engines import load_engines
+    from core.engines import vlm
+    from core.engines.loading import load_engines
 
     def no_local_model(*args, **kwargs):
         raise AssertionError("the in-process model must not load when OPENAI_BASE_URL is set")

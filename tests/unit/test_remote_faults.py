@@ -13,12 +13,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from core import turn
-from core.chat_session import ChatSession
+from core.chat import turn
+from core.chat.session import ChatSession
 from core.conversation import Exchange, Question
+from core.engines.remote import RemoteChatModel, RemoteTranscriber
+from core.engines.vlm import GenerationOptions
 from core.errors import GenerationError, ModelLoadError, TranscriptionError
-from core.remote import RemoteChatModel, RemoteTranscriber
-from core.vlm import GenerationOptions
 from tests.fakes import tone, wav_bytes
 
 MODEL = "llava-test"

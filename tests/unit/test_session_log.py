@@ -3,7 +3,7 @@ import json
 import pytest
 
 from core.conversation import Answer, Notice, Question
-from core.session_log import FORMAT_VERSION, SessionLog, media_path, read_session, save_media, session_path
+from core.store.session_log import FORMAT_VERSION, SessionLog, media_path, read_session, save_media, session_path
 
 
 def write_session(log_dir):
@@ -114,7 +114,7 @@ def test_session_ids_cannot_escape_the_log_dir(tmp_path, bad):
 
 def test_sessions_created_in_the_same_second_never_share_a_file(tmp_path, monkeypatch):
     ids = iter(["20260101-000000-aaaaaa", "20260101-000000-aaaaaa", "20260101-000000-bbbbbb"])
-    monkeypatch.setattr("core.session_log.new_session_id", lambda: next(ids))
+    monkeypatch.setattr("core.store.session_log.new_session_id", lambda: next(ids))
     first, second = SessionLog.create(tmp_path), SessionLog.create(tmp_path)
     assert (first.session_id, second.session_id) == ("20260101-000000-aaaaaa", "20260101-000000-bbbbbb")
     assert read_session(first.path).session_id == first.session_id

@@ -4,10 +4,10 @@ import time
 import numpy as np
 import pytest
 
-from core import turn
-from core.chat_session import ChatSession
-from core.session_log import media_path, read_session
-from core.vlm import GenerationOptions
+from core.chat import turn
+from core.chat.session import ChatSession
+from core.engines.vlm import GenerationOptions
+from core.store.session_log import media_path, read_session
 from tests.conftest import png_bytes
 from tests.fakes import FakeChatModel, FakeSpeaker, FakeTranscriber, tone, wav_bytes
 

@@ -18,15 +18,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Iterator
 
-from core.chat_session import ChatSession
+from core.chat.fair_queue import Ticket, queue_for
+from core.chat.sentences import SentenceSplitter, speakable
+from core.chat.session import ChatSession
 from core.conversation import Answer, Notice, Question, Status
-from core.engines import Engines, GenerationOptions, Transcriber, Transcript
+from core.engines.api import Engines, GenerationOptions, Speaker, Speech, Transcriber, Transcript
+from core.engines.tts import join_speech
 from core.errors import AppError, InvalidAudio, SpeechError
-from core.fair_queue import Ticket, queue_for
 from core.media import AudioInput, digest, load_audio
-from core.sentences import SentenceSplitter, speakable
-from core.session_log import save_media
-from core.tts import Speaker, Speech, join_speech
+from core.store.session_log import save_media
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The in-process LLaVA (transformers): load, quantise, warm up, and stream replies.
 
 A model takes the exchanges of the current visual context and yields the reply in chunks
-(core.engines.ChatModel). Decoding runs in one worker thread that owns the model (core.decoding).
+(core.engines.api.ChatModel). Decoding runs in one worker thread that owns the model (core.engines.decoding).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Iterator, Mapping, Sequence
 from PIL import Image
 
 from core.conversation import Exchange, Question, build_messages, image_digests, trimmings
-from core.decoding import PREFILL_MULTIPLE, WARM_UP_TOKENS, Decoder, Detokenizer, Sampling, shared_worker
-from core.engines import HEARTBEAT_S, ChatModel, GenerationOptions, TokenCounts  # noqa: F401  (ChatModel: what this implements)
+from core.engines.api import HEARTBEAT_S, ChatModel, GenerationOptions, TokenCounts  # noqa: F401  (ChatModel: what this implements)
+from core.engines.decoding import PREFILL_MULTIPLE, WARM_UP_TOKENS, Decoder, Detokenizer, Sampling, shared_worker
 from core.errors import GenerationError, ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class LlavaModel:
         self.name = name
         self.note = note  # how it was loaded, when that differs from what was asked
         self.token_timeout_s = token_timeout_s
-        self.lock = threading.Lock()  # one turn at a time; core.turn queues turns first come, first served
+        self.lock = threading.Lock()  # one turn at a time; core.chat.turn queues turns first come, first served
         self.generated = TokenCounts()
         text_config = model.config.get_text_config()
         context = getattr(text_config, "max_position_embeddings", 4096)
@@ -53,7 +53,7 @@ class LlavaModel:
     @classmethod
     def load(cls, model_id: str, quant: str = "none", device: str = "cpu", token_timeout_s: float = 300.0,
              cache_tokens: int | None = None, progress=None) -> "LlavaModel":
-        """Load LLAVA_MODEL, quantise it (core.quant), and warm it up.
+        """Load LLAVA_MODEL, quantise it (core.engines.quant), and warm it up.
 
         On CUDA: 4bit is HQQ + gemlite, nf4/8bit are bitsandbytes, none is fp16; 4bit and none are
         compiled with CUDA graphs, and the warm-up compiles and records them, so that no user's turn
@@ -62,7 +62,7 @@ class LlavaModel:
         import torch
         from transformers import AutoModelForImageTextToText
 
-        from core import quant as quantisation
+        from core.engines import quant as quantisation
 
         progress = progress or logger.info
         quant, note = _available(quant, device)
@@ -77,7 +77,7 @@ class LlavaModel:
         except Exception as e:
             raise ModelLoadError(
                 f"Could not load the model LLAVA_MODEL={model_id!r}: {e}",
-                "Set LLAVA_MODEL to a local model folder (offline, `python -m core.tiny_llava "
+                "Set LLAVA_MODEL to a local model folder (offline, `python -m tests.tiny_llava "
                 "models/tiny-llava` builds a random test model), or connect to the Hugging Face hub.",
             ) from e
         if quant == "4bit":

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from core.session_log import (
+from core.store.session_log import (
     DIGEST,
     LoggedSession,
     folder_problem,

@@ -12,7 +12,7 @@ from core.config import Settings
 from core.conversation import Answer, Conversation, Exchange, Notice, Question, image_digests
 from core.errors import InvalidImage
 from core.media import ImageInput, load_image
-from core.session_log import LogFolderError, SessionLog, media_path, read_session, save_media, session_path
+from core.store.session_log import LogFolderError, SessionLog, media_path, read_session, save_media, session_path
 
 # The longest question kept, in characters (the chat box takes no more: pages/chat.py). Longer text
 # reaching a session some other way is cut, with a notice: beyond this the index, the search
@@ -106,7 +106,7 @@ class ChatSession:
         return index
 
     def exchange(self, index: int) -> Exchange:
-        """The exchange at item index (what the page and core.turn address an exchange by)."""
+        """The exchange at item index (what the page and core.chat.turn address an exchange by)."""
         exchange = self.conversation.items[index]
         if not isinstance(exchange, Exchange):
             raise IndexError(f"item {index} is a notice, not an exchange")

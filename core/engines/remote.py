@@ -6,7 +6,7 @@ different sessions run at the same time. Talking HTTP is the openai SDK's job; w
 the translation: exchanges and PIL images -> chat messages with data URLs, the streamed chunks
 -> text, and every failure of the server -> an AppError that names the server and says what to fix.
 
-The client, its budgets and retries, and what each failure means are core.openai_server's: the
+The client, its budgets and retries, and what each failure means are core.engines.openai_client's: the
 start-up check (/v1/models) is one attempt of PROBE_TIMEOUT_S; a reply's first chunk must come
 within FIRST_CHUNK_TIMEOUT_S, a transcription within TRANSCRIBE_TIMEOUT_S, retries included. A
 reply is read in a worker thread: the caller's thread waits on a queue and watches the Stop event.
@@ -27,11 +27,8 @@ import openai
 from PIL import Image
 
 from core.conversation import Exchange, build_messages, image_digests, trimmings
-from core.engines import HEARTBEAT_S, GenerationOptions, TokenCounts, Transcript
-from core.errors import GenerationError, TranscriptionError
-from core.lru import LRU
-from core.media import SAMPLE_RATE, wav_bytes
-from core.openai_server import (
+from core.engines.api import HEARTBEAT_S, GenerationOptions, TokenCounts, Transcript
+from core.engines.openai_client import (
     MALFORMED,
     MAX_RETRIES,
     PROBE_TIMEOUT_S,
@@ -46,6 +43,9 @@ from core.openai_server import (
     served_models,
     shown_url,
 )
+from core.errors import GenerationError, TranscriptionError
+from core.lru import LRU
+from core.media import SAMPLE_RATE, wav_bytes
 
 logger = logging.getLogger(__name__)
 
