@@ -59,7 +59,7 @@ def conversation(settings: Settings, engines: turn.Engines, options: GenerationO
             answer = event.answer
     if answer is None or answer.status != "complete":
         raise RuntimeError(f"a conversation failed: {answer}")
-    tokens = engines.chat.count_tokens(answer.text) if answer.text else 0
+    tokens = answer.timings.get("completion_tokens", 0) if answer.text else 0
     return {"ttft_s": first if first is not None else time.perf_counter() - start, "tokens": tokens, "ahead": ahead}
 
 

@@ -146,7 +146,7 @@ def app_turn(settings, llava, transcriber, audio: bytes, image: bytes, options) 
     start_tts, end_tts = speaker.calls[0]
     marks.update(first_audio_s=end_tts - start, tts_first_s=end_tts - start_tts,
                  tokens_per_s=done.timings.get("tokens_per_s"), ttft_s=done.timings.get("ttft_s"),
-                 reply_tokens=llava.count_tokens(done.text))
+                 reply_tokens=done.timings.get("completion_tokens"))
     return marks
 
 
@@ -372,12 +372,11 @@ def decode_timing(llava, inputs_fn, label: str, reps: int = 2) -> dict:
     for _ in range(reps + 1):  # the first is a warm-up
         torch.cuda.synchronize()
         start = time.perf_counter()
-        first, reply = None, ""
-        for chunk in llava.stream(exchanges, images, options):
+        first, generation = None, llava.stream(exchanges, images, options)
+        for _ in generation:
             first = first or time.perf_counter()
-            reply += chunk
         end = time.perf_counter()
-        rows.append((first - start, end - first, llava.count_tokens(reply)))
+        rows.append((first - start, end - first, generation.info.completion_tokens))
     rows = rows[1:]
     return {"path": label, "ttft_s": median(r[0] for r in rows),
             "decode_tok_s": round(median((r[2] - 1) / r[1] for r in rows), 1), "tokens": rows[0][2],

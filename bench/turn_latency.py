@@ -366,9 +366,6 @@ class _FreshFake:
     def __init__(self):
         self._model = FakeChatModel(delay_s=1 / FAKE_WORDS_PER_S, lock=False)
 
-    def count_tokens(self, text: str) -> int:
-        return self._model.count_tokens(text)
-
     def stream(self, exchanges, images, options, stop=None):
         self._model.enqueue(FAKE_REPLY)
         return self._model.stream(exchanges, images, options, stop)

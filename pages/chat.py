@@ -98,7 +98,7 @@ def stream_answer(session: ChatSession, engines: Engines, choices: Choices, inde
         speech = speech_queue.SpeechQueue(index, choices.rate, heard)  # also tells call mode a reply is being written
         reply = turn.answer(session, engines, index, choices.options, speak=choices.speak, timings=timings)
         if heard and state.barged() >= heard:  # talked over before it began (a rerun may come too late to cut in)
-            reply.stop.set()
+            reply.interrupt.set(turn.TALKED_OVER)
         stop_box = st.empty()
         stop_box.button("Stop", icon=":material/stop_circle:", key=f"stop-{index}", on_click=state.silence,
                         help="Stop writing and speaking; the reply so far is kept.")
@@ -118,7 +118,7 @@ def text_of(reply: turn.Reply, status, beat, speech: speech_queue.SpeechQueue, h
     """The reply's text, as markdown, for st.write_stream; the other events drawn on the way."""
     for event in reply:
         if heard and state.barged() >= heard:
-            reply.stop.set()  # the user talked over it: the reply ends at its next step, kept as stopped
+            reply.interrupt.set(turn.TALKED_OVER)  # the user talked over it: the reply ends at its next step, kept as stopped
         if isinstance(event, turn.Waiting):
             status.info(event.message, icon=":material/hourglass_top:")
         elif isinstance(event, turn.Working):

@@ -18,7 +18,7 @@ import time
 import streamlit as st
 
 from core.config import Settings
-from core.engines.api import Engines
+from core.engines.api import Engines, generation
 from core.engines.loading import Loaded, NothingConfigured, load_engines
 from core.errors import AppError, GenerationError
 
@@ -36,9 +36,7 @@ class Unavailable:
         self.error = error
         self.name = "unavailable"
 
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
+    @generation
     def stream(self, exchanges, images, options, stop=None):
         raise GenerationError(f"No model can answer: {self.error.message}", self.error.hint or "Try again later.")
         yield  # a generator, like every engine's stream()

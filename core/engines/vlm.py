@@ -11,12 +11,20 @@ import queue
 import threading
 import time
 from importlib.util import find_spec
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from PIL import Image
 
 from core.conversation import Exchange, Question, build_messages, image_digests, trimmings
-from core.engines.api import HEARTBEAT_S, ChatModel, GenerationOptions, TokenCounts  # noqa: F401  (ChatModel: what this implements)
+from core.engines.api import (  # noqa: F401  (ChatModel: what this implements)
+    HEARTBEAT,
+    HEARTBEAT_S,
+    ChatModel,
+    GenerationInfo,
+    GenerationOptions,
+    Interrupt,
+    generation,
+)
 from core.engines.decoding import PREFILL_MULTIPLE, WARM_UP_TOKENS, Decoder, Detokenizer, Sampling, shared_worker
 from core.errors import GenerationError, ModelLoadError
 
@@ -40,7 +48,6 @@ class LlavaModel:
         self.note = note  # how it was loaded, when that differs from what was asked
         self.token_timeout_s = token_timeout_s
         self.lock = threading.Lock()  # one turn at a time; core.chat.turn queues turns first come, first served
-        self.generated = TokenCounts()
         text_config = model.config.get_text_config()
         context = getattr(text_config, "max_position_embeddings", 4096)
         if cache_tokens:
@@ -112,10 +119,7 @@ class LlavaModel:
         return time.perf_counter() - start
 
     def count_tokens(self, text: str) -> int:
-        """Tokens generated for this reply, when it is a recent one; else tokens of the text."""
-        counted = self.generated.get(text)
-        if counted is not None:
-            return counted
+        """Tokens of the text (a reply's own count is its Generation's info)."""
         return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def prompt(self, exchanges: Sequence[Exchange], system_prompt: str = "") -> str:
@@ -164,8 +168,9 @@ class LlavaModel:
         """Tokens of the prompt text as the processor tokenises it, each <image> counted as one."""
         return len(self.processor.tokenizer(prompt)["input_ids"])
 
-    def stream(self, exchanges, images, options: GenerationOptions, stop: threading.Event | None = None) -> Iterator[str]:
-        stop = stop or threading.Event()
+    @generation
+    def stream(self, exchanges, images, options: GenerationOptions, stop: Interrupt | None = None):
+        stop = stop or Interrupt()
         kept, inputs, max_new_tokens = self.fit(exchanges, images, options)
         if len(kept) < len(exchanges):
             logger.info("trimmed %d old exchanges to fit the context", len(exchanges) - len(kept))
@@ -183,7 +188,7 @@ class LlavaModel:
         try:
             for ids in job.results(self.token_timeout_s, HEARTBEAT_S):
                 if not ids:
-                    yield ""  # a heartbeat: the prompt is long, or another model's turn runs first
+                    yield HEARTBEAT  # a heartbeat: the prompt is long, or another model's turn runs first
                     continue
                 produced += len(ids)
                 if chunk := text.add(ids):
@@ -199,7 +204,7 @@ class LlavaModel:
         finally:
             job.halt.set()  # the reader stopped early or went away: end the work at the next token
             job.done.wait(FINISH_WAIT_S)
-        self.generated.remember(reply, produced)
+        return GenerationInfo(len(kept), inputs["input_ids"].shape[1], produced)
 
 
 def _available(quant: str, device: str) -> tuple[str, str]:

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from core.engines.api import generation
 from core.errors import GenerationError
 from core.store.session_log import list_session_files, media_path, read_session
 from tests.app.conftest import ask, log_records, roles
@@ -81,6 +82,7 @@ def test_bad_images_show_a_message_and_the_chat_goes_on(app, data, message):
 
 
 def test_generation_failure_keeps_the_partial_reply(app, monkeypatch):
+    @generation
     def failing(self, exchanges, images, options, stop=None):
         yield "The beginning "
         yield "of a reply "

@@ -8,7 +8,7 @@ import pytest
 from core.chat import turn
 from core.chat.fair_queue import FairQueue, queue_for
 from core.chat.session import ChatSession
-from core.engines.vlm import GenerationOptions
+from core.engines.api import GenerationOptions, Interrupt
 from tests.fakes import FakeChatModel
 
 OPTIONS = GenerationOptions(temperature=0)
@@ -128,11 +128,11 @@ def test_stop_event_while_waiting_ends_the_turn_without_asking_the_model(setting
     engines = turn.Engines(model)
     _, first = ask(settings, engines, "first")
     next(first)
-    stop = threading.Event()
+    stop = Interrupt()
     session = ChatSession(settings)
     asked = turn.ask(session, engines, turn.TurnInput(text="second"))
     threading.Timer(0.3, stop.set).start()
-    events = list(turn.answer(session, engines, asked.index, OPTIONS, stop=stop))
+    events = list(turn.answer(session, engines, asked.index, OPTIONS, interrupt=stop))
     answer = events[-1].answer
     assert answer.status == "stopped" and answer.text == "" and "waiting" in answer.note
     assert len(model.calls) == 1

@@ -16,8 +16,8 @@ import pytest
 from core.chat import turn
 from core.chat.session import ChatSession
 from core.conversation import Exchange, Question
+from core.engines.api import GenerationOptions, Interrupt
 from core.engines.remote import RemoteChatModel, RemoteTranscriber
-from core.engines.vlm import GenerationOptions
 from core.errors import GenerationError, ModelLoadError, TranscriptionError
 from tests.fakes import tone, wav_bytes
 
@@ -230,7 +230,7 @@ def test_a_hanging_reply_ends_at_its_first_chunk_deadline_not_after_every_retry(
 def test_stop_ends_a_reply_that_is_still_waiting_for_the_server(server):
     model = chat(server)
     server.fail("hang")
-    stop = threading.Event()
+    stop = Interrupt()
     threading.Timer(0.3, stop.set).start()
     with Timer() as took:
         assert reply(model, stop) == ""
