@@ -13,8 +13,8 @@
     flash        History: what the last action did (shown once); flash_error: why it failed
     utterances   WAVs call mode heard and no run has asked yet (put by its callback, each taken by
                  the run that asks it); heard: the last one's id
-    barge        (speech queue turn id, whether its voice was playing): the user spoke over a reply;
-                 barged: the last utterance id sent before that (replies to it and earlier ones stop)
+    barge        (speech queue turn id, whether its voice was playing): the user spoke over a reply
+                 (the ids of the utterances whose replies stop are the ChatSession's: talked_over)
     call_run     a number that changes every run, so that call mode's component hears that a run ended
 
 Widget keys (Streamlit keeps their values under them): image-<n> (the sidebar picker), query
@@ -71,6 +71,13 @@ def image_key() -> str:
 
 def silence() -> None:
     st.session_state.silence = True
+
+
+def stop(session: ChatSession) -> None:
+    """Stop (a callback): the reply being written ends at its next step, and the next run silences
+    the spoken reply."""
+    session.stop()
+    silence()
 
 
 def take_silence() -> bool:
@@ -140,16 +147,13 @@ def put_barge(turn: str, spoken: bool, upto: int) -> None:
     """The user spoke over a reply: the queue's turn then playing (if its voice was), and the id of
     the last utterance sent before: no reply to it or to an earlier one may go on."""
     st.session_state.barge = (turn, spoken)
-    st.session_state.barged = max(barged(), upto)
+    if (session := st.session_state.get("chat")) is not None:
+        session.talked_over(upto)
 
 
 def take_barge() -> tuple[str, bool] | None:
     return st.session_state.pop("barge", None)
 
-
-def barged() -> int:
-    """Replies to utterances up to this id were talked over: they stop."""
-    return st.session_state.get("barged", 0)
 
 
 def next_run() -> int:

@@ -10,6 +10,7 @@ from PIL import Image
 
 from core.config import Settings
 from core.conversation import Answer, Conversation, Exchange, Notice, Question, image_digests
+from core.engines.api import STOP_PRESSED, TALKED_OVER, Interrupt
 from core.errors import InvalidImage
 from core.media import ImageInput, load_image
 from core.store.session_log import LogFolderError, SessionLog, media_path, read_session, save_media, session_path
@@ -32,6 +33,8 @@ class ChatSession:
         self.conversation = Conversation()
         self.images: dict[str, Image.Image] = {}  # digest -> the normalised image (previews come from its file)
         self.pending_image: str | None = None  # set from the sidebar, taken by the next question
+        self.talked_over_upto = 0  # call mode: replies to its utterances up to this id were talked over
+        self._replying: tuple[Interrupt, int] | None = None  # the reply being written, and the utterance it answers
         self._log: SessionLog | None = None
 
     @classmethod
@@ -125,7 +128,7 @@ class ChatSession:
         self.conversation.answer(index, answer)
         self.log.answer(self.exchange(index).turn, answer)
 
-    def interrupt(self, index: int, why: str = "Interrupted while it was being spoken.") -> bool:
+    def cut_off(self, index: int, why: str = "Interrupted while it was being spoken.") -> bool:
         """Mark a written reply whose voice the user cut off as stopped (a new record: the last one
         wins). False when there is nothing to mark: no reply yet, or it already ended otherwise."""
         answer = self.exchange(index).answer
@@ -133,6 +136,51 @@ class ChatSession:
             return False
         self.answer(index, replace(answer, status="stopped", note=" ".join(filter(None, (why, answer.note)))))
         return True
+
+    def redo(self, kind: str, index: int, text: str = "") -> bool:
+        """Regenerate ("regenerate") or resend the edited question ("edit", text) at index, clicked in
+        an earlier run. Only the last exchange, once answered: False for a stale button (a question
+        was asked since, or its reply is still being written), and nothing changes."""
+        last = self.conversation.last_exchange_index()
+        if index != last or self.exchange(index).answer is None:
+            return False
+        if kind == "edit":
+            self.edit(index, text.strip() or self.exchange(index).question.text)
+        else:
+            self.regenerate(index)  # the new answer replaces it in the log
+        return True
+
+    def replying(self, interrupt: Interrupt, heard: int = 0) -> None:
+        """The reply being written from now on, with the call mode utterance it answers (0: typed).
+        Stop and the user talking over it reach it through its interrupt; a reply to an utterance
+        already talked over (before a rerun could cut in) stops at once."""
+        self._replying = (interrupt, heard)
+        if 0 < heard <= self.talked_over_upto:
+            interrupt.set(TALKED_OVER)
+
+    def stop(self) -> None:
+        """Stop was pressed: the reply being written ends at its next step, its text kept."""
+        if self._replying is not None:
+            self._replying[0].set(STOP_PRESSED)
+
+    def talked_over(self, upto: int) -> None:
+        """The user spoke over the replies to call mode's utterances up to upto: the one being written
+        to any of them stops (a typed question's reply is ended by the rerun that follows)."""
+        self.talked_over_upto = max(self.talked_over_upto, upto)
+        if self._replying is not None and 0 < self._replying[1] <= upto:
+            self._replying[0].set(TALKED_OVER)
+
+    def barge_in(self, playing: int | None) -> None:
+        """What is left after the user spoke over a reply (playing: the exchange whose voice was
+        playing, if any). A question whose reply had not begun is not to be answered now; a reply
+        written but still being spoken is marked stopped; one being written was ended by its interrupt."""
+        last = self.conversation.last_exchange_index()
+        if last is None:
+            return
+        if self.exchange(last).answer is None:  # the rerun cut in before its reply began
+            self.answer(last, Answer("", "stopped", "Interrupted before the reply began."))
+        elif playing == last:
+            self.cut_off(last)
 
     def notify(self, notice: Notice) -> None:
         self.conversation.notify(notice)

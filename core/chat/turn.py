@@ -23,7 +23,9 @@ from core.chat.sentences import SentenceSplitter, speakable
 from core.chat.session import ChatSession
 from core.conversation import Answer, Notice, Question, Status
 from core.engines.api import (
+    FAILED,
     HEARTBEAT,
+    READER_LEFT,
     Engines,
     GenerationInfo,
     GenerationOptions,
@@ -178,13 +180,6 @@ def _transcribe(session: ChatSession, transcriber: Transcriber, audio: AudioInpu
             f"Speech recognition failed ({type(e).__name__}: {' '.join(str(e).split())[:200]}).",
             "Type your question, or try again.",
         ) from e
-
-
-# Why a reply was interrupted (Interrupt.reason), as the stages and the page say it.
-STOP_PRESSED = "Stop was pressed"
-TALKED_OVER = "the user spoke over it"
-READER_LEFT = "the page stopped reading it (a rerun, a closed tab)"
-FAILED = "the model failed"
 
 
 @dataclass

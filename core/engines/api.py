@@ -79,6 +79,13 @@ class Interrupt:
         return self._reason
 
 
+# Why a reply was interrupted (Interrupt.reason), as the chat pipeline says it.
+STOP_PRESSED = "Stop was pressed"
+TALKED_OVER = "the user spoke over it"
+READER_LEFT = "the page stopped reading it (a rerun, a closed tab)"
+FAILED = "the model failed"
+
+
 @dataclass(frozen=True)
 class GenerationInfo:
     """What a generation did, known once it is over (like faster-whisper's TranscriptionInfo or

@@ -5,7 +5,7 @@ import threading
 from core.chat import turn
 from core.chat.session import ChatSession
 from core.conversation import Exchange, Question
-from core.engines.api import HEARTBEAT, Generation, GenerationInfo, GenerationOptions, Interrupt, generation
+from core.engines.api import HEARTBEAT, TALKED_OVER, Generation, GenerationInfo, GenerationOptions, Interrupt, generation
 from tests.fakes import FakeChatModel
 
 
@@ -88,9 +88,9 @@ def test_an_interrupted_reply_says_why_and_reaches_the_model(settings):
     for event in reply:
         if isinstance(event, turn.Token):
             tokens.append(event.text)
-            interrupt.set(turn.TALKED_OVER)
+            interrupt.set(TALKED_OVER)
     assert tokens == ["one "] and reply.answer.text == "one " and reply.answer.status == "stopped"
-    assert interrupt.reason == turn.TALKED_OVER and reply.answer.timings["completion_tokens"] == 1
+    assert interrupt.reason == TALKED_OVER and reply.answer.timings["completion_tokens"] == 1
 
 
 def test_closing_a_reply_sets_its_interrupt(settings):
