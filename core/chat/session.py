@@ -9,11 +9,23 @@ from pathlib import Path
 from PIL import Image
 
 from core.config import Settings
-from core.conversation import Answer, Conversation, Exchange, Notice, Question, image_digests
+from core.conversation import Answer, Conversation, Exchange, Notice, Question, Turn, image_digests
 from core.engines.api import STOP_PRESSED, TALKED_OVER, Interrupt
 from core.errors import InvalidImage
 from core.media import ImageInput, load_image
-from core.store.session_log import LogFolderError, SessionLog, media_path, read_session, save_media, session_path
+from core.store.session_log import (
+    LogFolderError,
+    SessionLog,
+    answer_record,
+    apply,
+    feedback_record,
+    media_path,
+    notice_record,
+    question_record,
+    read_session,
+    save_media,
+    session_path,
+)
 
 # The longest question kept, in characters (the chat box takes no more: pages/chat.py). Longer text
 # reaching a session some other way is cut, with a notice: beyond this the index, the search
@@ -89,11 +101,16 @@ class ChatSession:
         """Validate and normalise an image, store the normalised file (what the log, the model and
         every preview use), and make it the visual context of the next question."""
         image = load_image(data, max_pixels=self.settings.max_image_pixels, max_bytes=self.settings.max_image_bytes)
-        save_media(self.log_dir, image.data, image.digest, image.format)
+        self.keep_media(image.data, image.digest, image.format)
         self.images[image.digest] = image.image
         if image.digest != self.conversation.current_image:
             self.pending_image = image.digest
         return image
+
+    def keep_media(self, data: bytes, digest: str, extension: str) -> None:
+        """Store a file a record refers to (an image, a recording, a reply's audio): the one place
+        a session writes media, beside its log."""
+        save_media(self.log_dir, data, digest, extension)
 
     def ask(self, question: Question) -> int:
         """Record a question; it takes the pending image, if any. Returns the item index."""
@@ -104,9 +121,8 @@ class ChatSession:
         if self.pending_image:
             question = replace(question, image=self.pending_image)
             self.pending_image = None
-        index = self.conversation.ask(question)
-        self.log.question(self.exchange(index).turn, question)  # numbered by the log: another tab may write it too
-        return index
+        self._record(question_record(Turn(), question))  # numbered by the log: another tab may write it too
+        return len(self.conversation.items) - 1
 
     def exchange(self, index: int) -> Exchange:
         """The exchange at item index (what the page and core.chat.turn address an exchange by)."""
@@ -117,16 +133,15 @@ class ChatSession:
 
     def edit(self, index: int, text: str) -> None:
         """Replace the text of a question; its answer is dropped (to be generated again)."""
-        exchange = self.conversation.unanswer(index, text)
-        self.log.question(exchange.turn, exchange.question)
+        exchange = self.exchange(index)
+        self._record(question_record(exchange.turn, replace(exchange.question, text=text)))
 
     def regenerate(self, index: int) -> None:
         """Drop the answer at index, to be generated again; the new answer replaces it in the log."""
         self.conversation.unanswer(index)
 
     def answer(self, index: int, answer: Answer) -> None:
-        self.conversation.answer(index, answer)
-        self.log.answer(self.exchange(index).turn, answer)
+        self._record(answer_record(self.exchange(index).turn, answer))
 
     def cut_off(self, index: int, why: str = "Interrupted while it was being spoken.") -> bool:
         """Mark a written reply whose voice the user cut off as stopped (a new record: the last one
@@ -183,12 +198,16 @@ class ChatSession:
             self.cut_off(last)
 
     def notify(self, notice: Notice) -> None:
-        self.conversation.notify(notice)
-        self.log.notice(notice)
+        self._record(notice_record(notice))
 
     def feedback(self, index: int, score: int | None) -> None:
-        self.conversation.set_feedback(index, score)
-        self.log.feedback(self.exchange(index).turn, score)
+        self._record(feedback_record(self.exchange(index).turn, score))
+
+    def _record(self, record: dict) -> None:
+        """Apply a record to the conversation and append it to the log: the same function applies it
+        again when the log is read back (core.store.session_log.apply)."""
+        apply(self.conversation, record)
+        self.log.append(record)
 
     def error(self, index: int, message: str, detail: str = "") -> None:
         """Log an error of the exchange at index (its number may be given later, when the log can be written)."""

@@ -38,7 +38,6 @@ from core.engines.api import (
 from core.engines.tts import join_speech
 from core.errors import AppError, InvalidAudio, SpeechError
 from core.media import AudioInput, digest, load_audio
-from core.store.session_log import save_media
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +160,7 @@ def _spoken(session: ChatSession, engines: Engines, typed: Question, recording: 
     transcript = _transcribe(session, engines.transcriber, audio)
     if not transcript.text:
         raise InvalidAudio("I heard nothing — try again.", "Speak a little louder or closer.")
-    save_media(session.log_dir, audio.data, audio.digest, "wav")  # kept only with a question that uses it
+    session.keep_media(audio.data, audio.digest, "wav")  # kept only with a question that uses it
     return Question(text=f"{transcript.text}\n\n{typed.text}".strip(), source="voice", language=transcript.language,
                     audio=audio.digest)
 
@@ -435,5 +434,5 @@ def _store_speech(session: ChatSession, parts: list[Speech], notes: list[str]) -
         whole = join_speech([p for p in parts if p.format == parts[0].format])
         notes.append("Part of the reply was spoken by another engine and is not in the saved audio.")
     key = digest(whole.audio)
-    save_media(session.log_dir, whole.audio, key, whole.format)
+    session.keep_media(whole.audio, key, whole.format)
     return key, whole.format

@@ -93,3 +93,14 @@ def test_making_a_wav_in_a_test_needs_no_openai():
     code = "import sys, tests.fakes; tests.fakes.wav_bytes(tests.fakes.tone(0.1)); print('openai' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=CORE.parent, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_functions_of_the_chat_pipeline_and_the_pages_fit_on_a_screen():
+    """No function over 40 lines in core/chat/ and pages/ (the issue that split Reply into stages)."""
+    root = CORE.parent
+    long = []
+    for path in [*sorted((CORE / "chat").glob("*.py")), *sorted((root / "pages").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 40:
+                long.append(f"{path.relative_to(root)}:{node.lineno} {node.name}")
+    assert not long, long
