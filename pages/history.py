@@ -15,6 +15,7 @@ from core.errors import AppError
 from core.store.export import export_zip, session_to_json, session_to_markdown
 from core.store.history_index import HistoryIndex
 from core.store.session_log import SESSION_ID, LogFolderError, folder_problem, read_session, session_path
+from core.store.sessions import delete_session
 from ui import history_view, state
 from ui.account import page_settings
 
@@ -35,9 +36,9 @@ def close_session() -> None:
     st.query_params.clear()
 
 
-def delete_session(sessions: HistoryIndex, session_id: str) -> None:
+def on_delete(sessions: HistoryIndex, session_id: str) -> None:
     try:
-        removed = sessions.delete(session_id)
+        removed = delete_session(sessions, session_id)
     except LogFolderError as e:
         state.flash(f"The session was not deleted: {e.message} {e.hint}", error=True)
         return
@@ -116,7 +117,7 @@ def draw_session(settings: Settings, sessions: HistoryIndex, session_id: str, hi
     with delete.popover("Delete", icon=":material/delete:"):
         st.write("Delete this session, its recordings and spoken replies, and the images no other session uses? "
                  "This cannot be undone.")
-        st.button("Delete for good", type="primary", key="confirm-delete", on_click=delete_session,
+        st.button("Delete for good", type="primary", key="confirm-delete", on_click=on_delete,
                   args=(sessions, session_id))
     history_view.session(settings.log_dir, logged, highlight)
 
