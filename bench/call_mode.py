@@ -50,7 +50,7 @@ GAP_S = 6.0  # silence after each question in call mode
 
 def app(work: Path):
     """The app (its own process) with the tiny model built into work; a context manager yielding its URL."""
-    from core.tiny_llava import build_tiny_llava
+    from tests.tiny_llava import build_tiny_llava
 
     model = build_tiny_llava(work / "tiny-llava")
     port = free_port()

@@ -6,11 +6,11 @@
 
 Arms:
   inprocess  the in-process LLaVA (--model; default a tiny random one built in a temp folder):
-             one turn at a time, first come first served (core/fair_queue.py)
+             one turn at a time, first come first served (core/chat/fair_queue.py)
   server     an OpenAI-compatible server (--base-url, --remote-model); without --base-url the
              script starts `transformers serve --continuous-batching` on --model itself
 
-Each conversation is its own ChatSession driven through core.turn (ask with an image, answer, no
+Each conversation is its own ChatSession driven through core.chat.turn (ask with an image, answer, no
 speech), in its own thread; the N conversations of a round start together (a barrier), and the
 rounds of the two arms alternate so that both see the same machine. Time to first token is from
 the start of the answer to its first token, so it includes the wait in the queue (p50/p95 over
@@ -38,11 +38,11 @@ import numpy as np  # noqa: E402
 
 from bench.quick import parse_args  # noqa: E402
 from bench.scene import QUESTION, picture  # noqa: E402
-from core import turn  # noqa: E402
-from core.chat_session import ChatSession  # noqa: E402
+from core.chat import turn  # noqa: E402
+from core.chat.session import ChatSession  # noqa: E402
 from core.config import Settings  # noqa: E402
-from core.remote import RemoteChatModel  # noqa: E402
-from core.vlm import GenerationOptions, LlavaModel  # noqa: E402
+from core.engines.remote import RemoteChatModel  # noqa: E402
+from core.engines.vlm import GenerationOptions, LlavaModel  # noqa: E402
 from tests.local_server import LocalServer  # noqa: E402
 
 
@@ -60,7 +60,7 @@ def conversation(settings: Settings, engines: turn.Engines, options: GenerationO
             answer = event.answer
     if answer is None or answer.status != "complete":
         raise RuntimeError(f"a conversation failed: {answer}")
-    tokens = engines.chat.count_tokens(answer.text) if answer.text else 0
+    tokens = answer.timings.get("completion_tokens", 0) if answer.text else 0
     return {"ttft_s": first if first is not None else time.perf_counter() - start, "tokens": tokens, "ahead": ahead}
 
 
@@ -144,10 +144,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         model_path = args.model
         if model_path is None and ("inprocess" in args.arms or not args.base_url):
-            from core.tiny_llava import build_tiny_llava
+            from tests.tiny_llava import build_tiny_llava
 
             model_path = str(build_tiny_llava(Path(tmp) / "tiny-llava"))
-            report["model_note"] = "tiny random LLaVA (core/tiny_llava.py): timings are real, answers are noise"
+            report["model_note"] = "tiny random LLaVA (tests/tiny_llava.py): timings are real, answers are noise"
         arms: dict = {}
         if "inprocess" in args.arms:
             arms["inprocess"] = LlavaModel.load(model_path)

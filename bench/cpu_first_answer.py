@@ -2,7 +2,7 @@
 
     python bench/cpu_first_answer.py                       # real size, random weights, built in a temp folder (~40 s, 3.4 GB)
     python bench/cpu_first_answer.py --model-dir /tmp/ov   # a folder bench/gpu/build.py's onevision_05b(dir, device="cpu") made
-    python bench/cpu_first_answer.py --quick               # the tiny OneVision (core.tiny_llava), seconds: CI's smoke run
+    python bench/cpu_first_answer.py --quick               # the tiny OneVision (tests.tiny_llava), seconds: CI's smoke run
 
 Each arm loads the model through the app's own LlavaModel.load in a process of its own (so that its
 peak memory is its own) and, on a 640x480 photo, measures through LlavaModel.stream / prepare:
@@ -67,7 +67,7 @@ def photo(seed: int):
 
 def ask(llava, exchanges, images, tokens: int) -> dict:
     """One turn through LlavaModel.stream: seconds to the first text, to the end, tokens, the reply."""
-    from core.engines import GenerationOptions
+    from core.engines.api import GenerationOptions
 
     start = time.perf_counter()
     first, reply = None, ""
@@ -95,13 +95,13 @@ def run_arm(name: str, model_dir: str, lead_s: float) -> dict:
     from transformers import AutoConfig
 
     from core.conversation import Answer, Exchange, Question
-    from core.vlm import LlavaModel
+    from core.engines.vlm import LlavaModel
 
     quant, full_grid = ARMS[name]
     load_avg = os.getloadavg()
     start = time.perf_counter()
     llava = LlavaModel.load(model_dir, quant=quant, device="cpu")
-    if full_grid:  # undo core.vlm.cpu_grid: int8 alone, on the model's own grid
+    if full_grid:  # undo core.engines.vlm.cpu_grid: int8 alone, on the model's own grid
         grid = AutoConfig.from_pretrained(model_dir).image_grid_pinpoints
         llava.model.config.image_grid_pinpoints = llava.processor.image_processor.image_grid_pinpoints = grid
     load_s = time.perf_counter() - start
@@ -209,7 +209,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = args.model_dir
         if not model_dir and args.quick:
-            from core.tiny_llava import build_tiny_llava
+            from tests.tiny_llava import build_tiny_llava
 
             model_dir = str(build_tiny_llava(Path(scratch) / "tiny-onevision", family="onevision"))
         elif not model_dir:
@@ -232,7 +232,7 @@ def main() -> None:
               for name, row in table.items() if name != first}
     report = {
         "benchmark": "cpu_first_answer", "date": started, **environment(),
-        "model": "tiny onevision (core.tiny_llava)" if args.quick else "llava-onevision-qwen2-0.5b, real size, random weights",
+        "model": "tiny onevision (tests.tiny_llava)" if args.quick else "llava-onevision-qwen2-0.5b, real size, random weights",
         "photo": list(PHOTO), "lead_s": lead, "table": table, f"speed-up over {first}": ratios,
         "targets": {name: {key: table[name][key] <= limit for key, limit in TARGETS.items()}
                     | {"decode_tok_s": table[name]["decode_tok_s"] >= 8.0} for name in table},

@@ -7,7 +7,7 @@
   generate+streamer   with a TextIteratorStreamer, read after generate() returns (same thread)
   old stream()        generate() in a thread, the streamer read by this thread as it fills (the app
                       before: LlavaModel.stream with TextIteratorStreamer)
-  loop, one thread    the app's decode loop (core.decoding.Decoder), tokens read where they are made
+  loop, one thread    the app's decode loop (core.engines.decoding.Decoder), tokens read where they are made
   loop, worker        the app as it runs: the loop in the generation thread, read by this one
                       through LlavaModel.stream (Detokenizer)
 
@@ -36,7 +36,7 @@ def cpu_model(folder: Path) -> Path:
     import torch
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    from core.tiny_llava import build_tiny_llava
+    from tests.tiny_llava import build_tiny_llava
 
     build_tiny_llava(folder)  # processor and tokenizer
     tiny = json.loads((folder / "config.json").read_text())
@@ -70,9 +70,9 @@ def main() -> None:
     from transformers import AutoModelForImageTextToText, AutoProcessor, TextIteratorStreamer
 
     from core.conversation import Exchange, Question
-    from core.decoding import Sampling
-    from core.engines import GenerationOptions
-    from core.vlm import LlavaModel
+    from core.engines.api import GenerationOptions
+    from core.engines.decoding import Sampling
+    from core.engines.vlm import LlavaModel
 
     folder = Path(args.model_dir) if args.model_dir else cpu_model(Path(tempfile.mkdtemp()) / "llava")
     dtype = torch.float16 if args.device == "cuda" else torch.float32

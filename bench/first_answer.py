@@ -63,7 +63,7 @@ def build(family: str, folder: Path, quick: bool) -> Path:
     if (folder / "config.json").exists():
         return folder
     if quick:
-        from core.tiny_llava import build_tiny_llava
+        from tests.tiny_llava import build_tiny_llava
 
         return build_tiny_llava(folder, family=family)
     from bench.gpu import build as real
@@ -81,7 +81,7 @@ def photo(width: int, height: int):
 
 def load(folder: Path, device: str):
     """LlavaModel.load as the app calls it on this device; (model, seconds, progress lines)."""
-    from core.vlm import LlavaModel
+    from core.engines.vlm import LlavaModel
 
     steps, start = [], time.perf_counter()
     quant = "4bit" if device == "cuda" else "none"
@@ -92,7 +92,7 @@ def load(folder: Path, device: str):
 
 def ask(model, exchanges, images, tokens: int = REPLY_TOKENS) -> dict:
     """One turn through the model's stream: time to first token and to the end, tokens reused."""
-    from core.vlm import GenerationOptions
+    from core.engines.vlm import GenerationOptions
 
     start, first, text = time.perf_counter(), None, ""
     for chunk in model.stream(exchanges, images, GenerationOptions(temperature=0, max_new_tokens=tokens)):
@@ -260,7 +260,7 @@ def main() -> None:
                 part_process(ctx, part)
             else:
                 if "model" not in ctx:
-                    from core.decoding import shared_worker
+                    from core.engines.decoding import shared_worker
 
                     os.environ.update(ctx["cache_env"])
                     ctx["recorded"] = Recorded(shared_worker())

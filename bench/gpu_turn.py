@@ -10,7 +10,7 @@ see the same image (bench/scene.py), and speak with the same engine (espeak-ng).
 
   original  openai-whisper medium transcribe() -> pipeline("image-to-text"), bitsandbytes 4-bit
             with fp16 compute, the whole reply -> TTS of the whole reply
-  app       the app's CUDA defaults through core.turn, as the page runs it: openai-whisper
+  app       the app's CUDA defaults through core.chat.turn, as the page runs it: openai-whisper
             large-v3-turbo -> LLAVA_QUANT=4bit (HQQ + gemlite, compiled decode loop) streamed ->
             first sentence -> TTS of that sentence
 
@@ -145,7 +145,7 @@ class TimedSpeaker:
     """espeak-ng, noting when each piece of audio is ready."""
 
     def __init__(self):
-        from core.tts import EspeakSpeaker
+        from core.engines.tts import EspeakSpeaker
 
         self.inner = EspeakSpeaker()
         self.name = self.inner.name
@@ -159,7 +159,7 @@ class TimedSpeaker:
 
 
 def app_transcriber(path: Path):
-    from core.stt import OpenAIWhisperTranscriber
+    from core.engines.stt import OpenAIWhisperTranscriber
 
     transcriber = OpenAIWhisperTranscriber(str(path), DEVICE)
     transcriber.sample_len = WHISPER_TOKENS
@@ -167,10 +167,10 @@ def app_transcriber(path: Path):
 
 
 def app_turn(settings, llava, transcriber, audio: bytes, image: bytes, options) -> dict:
-    """core.turn as the page runs it; seconds since the end of the recording."""
-    from core import turn
-    from core.chat_session import ChatSession
-    from core.engines import Engines
+    """core.chat.turn as the page runs it; seconds since the end of the recording."""
+    from core.chat import turn
+    from core.chat.session import ChatSession
+    from core.engines.api import Engines
 
     session = ChatSession(settings)
     session.attach_image(image)
@@ -194,7 +194,7 @@ def app_turn(settings, llava, transcriber, audio: bytes, image: bytes, options) 
     start_tts, end_tts = speaker.calls[0]
     marks.update(first_audio_s=end_tts - start, tts_first_s=end_tts - start_tts,
                  tokens_per_s=done.timings.get("tokens_per_s"), ttft_s=done.timings.get("ttft_s"),
-                 reply_tokens=llava.count_tokens(done.text))
+                 reply_tokens=done.timings.get("completion_tokens"))
     return marks
 
 
@@ -220,7 +220,7 @@ def original_turn(whisper_model, pipe, audio: bytes, image, speaker_factory) -> 
 
 def load_app_model(model_dir: Path, device: str = "cuda") -> tuple[object, dict]:
     """The app's model as the app loads it on that device: 4-bit on CUDA, fp32 on the CPU."""
-    from core.vlm import LlavaModel
+    from core.engines.vlm import LlavaModel
 
     global DEVICE
     DEVICE = device
@@ -243,7 +243,7 @@ def part_turn(ctx) -> None:
 
     from bench.gpu.build import whisper as build_whisper
     from core.config import Settings
-    from core.engines import GenerationOptions
+    from core.engines.api import GenerationOptions
 
     settings = Settings.from_env({"LOG_DIR": str(OUT / "logs"), "LLAVA_MODEL": "unused"})
     options = GenerationOptions(temperature=0, max_new_tokens=MAX_NEW_TOKENS)
@@ -292,7 +292,7 @@ def original_pipeline(model_dir: Path):
 
     kwargs: dict = {"dtype": dtype()}
     if cuda():
-        from core.quant import bitsandbytes_config
+        from core.engines.quant import bitsandbytes_config
 
         kwargs["quantization_config"] = bitsandbytes_config("nf4")
     device_map = {"": 0 if cuda() else "cpu"}
@@ -371,11 +371,11 @@ def part_stt(ctx) -> None:
 def part_recompile(ctx) -> None:
     import torch
 
-    from core import turn
-    from core.chat_session import ChatSession
+    from core.chat import turn
+    from core.chat.session import ChatSession
     from core.config import Settings
-    from core.engines import Engines, GenerationOptions
-    from core.tts import EspeakSpeaker
+    from core.engines.api import Engines, GenerationOptions
+    from core.engines.tts import EspeakSpeaker
 
     counters = torch._dynamo.utils.counters
     llava = ctx["llava"]
@@ -418,7 +418,7 @@ def _png(width: int, height: int) -> bytes:
 def decode_timing(llava, inputs_fn, label: str, reps: int = 2) -> dict:
     """Time to first chunk and decode tok/s of a model's stream(), greedy, DECODE_TOKENS tokens."""
 
-    from core.engines import GenerationOptions
+    from core.engines.api import GenerationOptions
 
     options = GenerationOptions(temperature=0, max_new_tokens=DECODE_TOKENS)
     exchanges, images = inputs_fn()
@@ -426,12 +426,11 @@ def decode_timing(llava, inputs_fn, label: str, reps: int = 2) -> dict:
     for _ in range(reps + 1):  # the first is a warm-up
         sync()
         start = time.perf_counter()
-        first, reply = None, ""
-        for chunk in llava.stream(exchanges, images, options):
+        first, generation = None, llava.stream(exchanges, images, options)
+        for _ in generation:
             first = first or time.perf_counter()
-            reply += chunk
         end = time.perf_counter()
-        rows.append((first - start, end - first, llava.count_tokens(reply)))
+        rows.append((first - start, end - first, generation.info.completion_tokens))
     rows = rows[1:]
     return {"path": label, "ttft_s": median(r[0] for r in rows),
             "decode_tok_s": round(median((r[2] - 1) / r[1] for r in rows), 1), "tokens": rows[0][2],
@@ -442,7 +441,7 @@ def part_decode(ctx) -> None:
     from transformers import AutoModelForImageTextToText, AutoProcessor, TextIteratorStreamer
 
     from core.conversation import Exchange, Question
-    from core.vlm import LlavaModel
+    from core.engines.vlm import LlavaModel
 
     model_dir, image = ctx["model_dir"], ctx["picture"]
 
@@ -508,7 +507,7 @@ def part_torchao(ctx) -> None:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from core.conversation import Exchange, Question
-    from core.vlm import LlavaModel
+    from core.engines.vlm import LlavaModel
 
     model_dir, image = ctx["model_dir"], ctx["picture"]
     processor = AutoProcessor.from_pretrained(model_dir)
@@ -551,7 +550,7 @@ def part_restart(ctx) -> None:
 def quick_mode(out: Path) -> dict:
     """--quick: the CPU, tiny models, one question, a few tokens (see the docstring); returns the context."""
     global DEVICE, MAX_NEW_TOKENS, WHISPER_TOKENS, DECODE_TOKENS, STT_RUNS, RECOMPILE_TURNS, WHISPER_SIZES, QUICK
-    from core.tiny_llava import build_tiny_llava
+    from tests.tiny_llava import build_tiny_llava
 
     DEVICE, MAX_NEW_TOKENS, WHISPER_TOKENS, DECODE_TOKENS, STT_RUNS, RECOMPILE_TURNS, QUICK = "cpu", 8, 8, 8, 1, 2, True
     WHISPER_SIZES = {"app": "tiny", "original": "tiny"}

@@ -3,7 +3,7 @@
     .venv/bin/python bench/history_bench.py [--sessions 10000] [--turns 10] [--queries 40]
 
 Prints JSON. Writes synthetic sessions (random sentences from a fixed vocabulary, a few shared
-images) with core.session_log into a temp LOG_DIR, then measures, in seconds:
+images) with core.store.session_log into a temp LOG_DIR, then measures, in seconds:
 - build_s: the first HistoryIndex.sync() over every file;
 - incremental_s: sync() after 10 new sessions were written (the other files are only stat'ed);
 - noop_sync_s: sync() when nothing changed (what every History page run pays);
@@ -34,9 +34,9 @@ from PIL import Image  # noqa: E402
 
 from bench.quick import parse_args  # noqa: E402
 from core.conversation import Answer, Question  # noqa: E402
-from core.history_index import HistoryIndex  # noqa: E402
 from core.media import digest  # noqa: E402
-from core.session_log import SessionLog, save_media  # noqa: E402
+from core.store.history_index import HistoryIndex  # noqa: E402
+from core.store.session_log import SessionLog, save_media  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "pe", "da", "zu", "ri", "fo", "gle", "bra", "tin"]

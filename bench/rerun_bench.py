@@ -28,12 +28,12 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bench.quick import parse_args  # noqa: E402
-from core.chat_session import ChatSession  # noqa: E402
+from core.chat.session import ChatSession  # noqa: E402
 from core.config import Settings  # noqa: E402
 from core.conversation import Answer, Question  # noqa: E402
 from core.media import digest  # noqa: E402
-from core.session_log import SessionLog, save_media  # noqa: E402
-from core.tiny_llava import build_tiny_llava  # noqa: E402
+from core.store.session_log import SessionLog, save_media  # noqa: E402
+from tests.tiny_llava import build_tiny_llava  # noqa: E402
 from ui.chat_view import SHOWN_TURNS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -39,9 +39,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.quick import parse_args  # noqa: E402
+from core.engines.api import Speech  # noqa: E402
+from core.engines.stt import FasterWhisperTranscriber, bundled_base, bundled_tiny_en  # noqa: E402
+from core.engines.tts import EspeakSpeaker, PiperSpeaker  # noqa: E402
 from core.media import load_audio  # noqa: E402
-from core.stt import FasterWhisperTranscriber, bundled_base, bundled_tiny_en  # noqa: E402
-from core.tts import EspeakSpeaker, PiperSpeaker, Speech  # noqa: E402
 
 SHORT = ["Here is the picture.", "The cat is asleep.", "What colour is the car?"]
 LONG = [

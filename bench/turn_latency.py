@@ -3,7 +3,7 @@
     .venv/bin/python bench/turn_latency.py [--questions N] [--repeat N] [--whisper-base DIR]
 
     seed: openai-whisper transcribe -> full generate -> TTS of the whole reply
-    ours: faster-whisper -> streamed generate -> first sentence -> TTS of that sentence (core/turn.py)
+    ours: faster-whisper -> streamed generate -> first sentence -> TTS of that sentence (core/chat/turn.py)
 
 Every turn starts at the end of a recording (the WAV bytes are in hand; the image is already
 attached) and is timed until the first audio bytes are ready. The questions are spoken by
@@ -51,15 +51,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.quick import parse_args  # noqa: E402
 from bench.scene import QUESTIONS, picture  # noqa: E402
 from bench.whisper_weights import convert, weight_dtypes  # noqa: E402
-from core import turn  # noqa: E402
-from core.chat_session import ChatSession  # noqa: E402
+from core.chat import turn  # noqa: E402
+from core.chat.sentences import CLAUSE_AFTER_WORDS, MAX_WORDS, SentenceSplitter, speakable  # noqa: E402
+from core.chat.session import ChatSession  # noqa: E402
 from core.config import Settings  # noqa: E402
 from core.conversation import Question  # noqa: E402
+from core.engines.api import Speech  # noqa: E402
+from core.engines.stt import FasterWhisperTranscriber, OpenAIWhisperTranscriber, bundled_tiny_en  # noqa: E402
+from core.engines.tts import EspeakSpeaker  # noqa: E402
+from core.engines.vlm import GenerationOptions, LlavaModel  # noqa: E402
 from core.media import load_audio  # noqa: E402
-from core.sentences import CLAUSE_AFTER_WORDS, MAX_WORDS, SentenceSplitter, speakable  # noqa: E402
-from core.stt import FasterWhisperTranscriber, OpenAIWhisperTranscriber, bundled_tiny_en  # noqa: E402
-from core.tts import EspeakSpeaker, Speech  # noqa: E402
-from core.vlm import GenerationOptions, LlavaModel  # noqa: E402
 from tests.fakes import FakeChatModel, wav_bytes  # noqa: E402
 
 ESPEAK_WPM = 150  # speaking rate of the questions, words per minute
@@ -113,7 +114,7 @@ class TurnResult:
 
 
 def cut_kind(chunks: list[str]) -> str:
-    """How core/sentences.py ended the first sentence of this stream (replayed through it)."""
+    """How core/chat/sentences.py ended the first sentence of this stream (replayed through it)."""
     splitter = SentenceSplitter()
     first = next((sentences[0] for chunk in chunks if (sentences := splitter.feed(chunk))), None)
     if first is None:
@@ -168,7 +169,7 @@ def seed_turn(settings, chat, transcriber, audio: bytes, image: bytes, options, 
 
 
 def ours_turn(settings, chat, transcriber, audio: bytes, image: bytes, options, index: int) -> TurnResult:
-    """core/turn.py as the page runs it, with its events timed as they arrive."""
+    """core/chat/turn.py as the page runs it, with its events timed as they arrive."""
     session, speaker = new_session(settings, image), TimedSpeaker()
     engines = turn.Engines(chat, transcriber, speaker)
     seen: dict[str, float] = {}
@@ -365,9 +366,6 @@ class _FreshFake:
     def __init__(self, words_per_s: float = FAKE_WORDS_PER_S):
         self._model = FakeChatModel(delay_s=1 / words_per_s, lock=False)
 
-    def count_tokens(self, text: str) -> int:
-        return self._model.count_tokens(text)
-
     def stream(self, exchanges, images, options, stop=None):
         self._model.enqueue(FAKE_REPLY)
         return self._model.stream(exchanges, images, options, stop)
@@ -427,7 +425,7 @@ def measure(args, ct2_tiny: str, folder: Path) -> dict:
             "repeat": args.repeat,
             "question_audio_median_s": median(len(load_audio(a, max_seconds=600).samples) / 16000 for a in audios),
             "seed": f"{seed_stt.name} -> full generate -> espeak-ng of the whole reply",
-            "ours": f"{ours_stt.name} -> streamed generate -> first sentence -> espeak-ng of it (core/turn.py)",
+            "ours": f"{ours_stt.name} -> streamed generate -> first sentence -> espeak-ng of it (core/chat/turn.py)",
             "tts": "espeak-ng (both arms)",
             "headline": "end of recording (WAV bytes in hand) -> first audio bytes ready, median over all turns",
             "threads": "every turn runs in one worker thread, as Streamlit runs a page script",
@@ -446,7 +444,7 @@ def measure(args, ct2_tiny: str, folder: Path) -> dict:
     if "turns" not in args.skip:
         model_path = args.model
         if model_path is None:
-            from core.tiny_llava import build_tiny_llava
+            from tests.tiny_llava import build_tiny_llava
 
             model_path = str(build_tiny_llava(folder / "tiny-llava"))
         chat = LlavaModel.load(model_path)

@@ -1,4 +1,4 @@
-"""Per-stage timings of one typed turn (with an image) and one voice turn, through core/turn.py.
+"""Per-stage timings of one typed turn (with an image) and one voice turn, through core/chat/turn.py.
 
     .venv/bin/python bench/turn_stages.py [--model DIR] [--max-new-tokens N] [--repeat N]
 
@@ -22,12 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.quick import parse_args  # noqa: E402
 from bench.scene import QUESTION, picture  # noqa: E402
-from core import turn  # noqa: E402
-from core.chat_session import ChatSession  # noqa: E402
+from core.chat import turn  # noqa: E402
+from core.chat.session import ChatSession  # noqa: E402
 from core.config import Settings  # noqa: E402
-from core.stt import FasterWhisperTranscriber, bundled_tiny_en  # noqa: E402
-from core.tts import EspeakSpeaker  # noqa: E402
-from core.vlm import GenerationOptions, LlavaModel  # noqa: E402
+from core.engines.stt import FasterWhisperTranscriber, bundled_tiny_en  # noqa: E402
+from core.engines.tts import EspeakSpeaker  # noqa: E402
+from core.engines.vlm import GenerationOptions, LlavaModel  # noqa: E402
 
 
 def run_turn(session, engines, turn_input, options) -> dict[str, float]:
@@ -50,7 +50,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_path = args.model
         if model_path is None:
-            from core.tiny_llava import build_tiny_llava
+            from tests.tiny_llava import build_tiny_llava
 
             model_path = str(build_tiny_llava(Path(tmp) / "tiny-llava"))
         start = time.perf_counter()

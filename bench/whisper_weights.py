@@ -255,8 +255,8 @@ def quick(folder: Path) -> dict:
     from faster_whisper import WhisperModel
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from core.engines.stt import bundled_tiny_en
     from core.media import load_audio
-    from core.stt import bundled_tiny_en
 
     ct2_dir = bundled_tiny_en()
     if ct2_dir is None:

@@ -273,7 +273,7 @@ def _folder_holding(value: str, required: str, what: str, fix: str) -> str:
 
 def _llava_model(value: str) -> str:
     fix = ("Set it to a model folder (one holding config.json, as save_pretrained writes it; "
-           "`python -m core.tiny_llava models/tiny-llava` builds a test model) or to a Hugging Face id such as "
+           "`python -m tests.tiny_llava models/tiny-llava` builds a test model) or to a Hugging Face id such as "
            f"{CUDA_LLAVA_MODEL}.")
     if looks_local(value):
         return _folder_holding(value, "config.json", "a saved model", fix)
@@ -342,7 +342,7 @@ def _piper_voice(value: str) -> Path:
     return path
 
 
-# What Piper (piper.config.PiperConfig.from_dict) and the app (core.tts) read from a voice's .onnx.json:
+# What Piper (piper.config.PiperConfig.from_dict) and the app (core.engines.tts) read from a voice's .onnx.json:
 # (keys, type, required). A number may be an int where a float is read; a bool is never a number.
 PIPER_FIELDS: tuple[tuple[tuple[str, ...], type | tuple[type, ...], bool], ...] = (
     (("num_symbols",), int, True),

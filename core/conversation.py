@@ -96,19 +96,28 @@ class Conversation:
                 return i
         return None
 
-    def ask(self, question: Question) -> int:
-        """Append a question; return its item index."""
-        self.items.append(Exchange(question))
+    def ask(self, question: Question, turn: Turn | None = None) -> int:
+        """Append a question (with its turn, when it has one already); return its item index."""
+        self.items.append(Exchange(question, turn=turn or Turn()))
         return len(self.items) - 1
+
+    def find(self, turn: Turn | int) -> int | None:
+        """The item index of the exchange of a turn (the object, or its logged number); None when
+        there is none. Searched from the end: records mostly name the latest turn."""
+        for index in range(len(self.items) - 1, -1, -1):
+            item = self.items[index]
+            if isinstance(item, Exchange) and (item.turn is turn or item.turn.number == turn):
+                return index
+        return None
 
     def answer(self, index: int, answer: Answer) -> None:
         self.items[index] = replace(self.items[index], answer=answer)
 
-    def unanswer(self, index: int, text: str | None = None) -> Exchange:
-        """Drop the answer at index (to be written again), with the question's text replaced if given;
-        the exchange keeps its turn. Returns the new exchange."""
+    def unanswer(self, index: int, text: str | None = None, question: Question | None = None) -> Exchange:
+        """Drop the answer at index (to be written again), with the question's text, or the whole
+        question, replaced if given; the exchange keeps its turn. Returns the new exchange."""
         exchange = self.items[index]
-        question = exchange.question if text is None else replace(exchange.question, text=text)
+        question = question or (exchange.question if text is None else replace(exchange.question, text=text))
         self.items[index] = replace(exchange, question=question, answer=None)
         return self.items[index]
 

@@ -1,6 +1,6 @@
 """The conversation: image, chat input (text, image, voice), streamed reply, spoken answer.
 
-A thin script: the sidebar gives the choices, the chat box the input, core.turn does the turn and
+A thin script: the sidebar gives the choices, the chat box the input, core.chat.turn does the turn and
 ui.exchange_view draws it. Callbacks get what they act on through args=; what lasts from one run to
 the next is in ui.state.
 """
@@ -12,11 +12,11 @@ from functools import partial
 
 import streamlit as st
 
-from core import turn
-from core.chat_session import MAX_QUESTION_CHARS, ChatSession
+from core.chat import turn
+from core.chat.session import MAX_QUESTION_CHARS, ChatSession
 from core.config import Settings
 from core.conversation import Answer, Notice
-from core.engines import Engines, GenerationOptions
+from core.engines.api import Engines, GenerationOptions
 from core.errors import AppError
 from core.markup import safe_stream
 from core.media import IMAGE_FORMATS
@@ -98,13 +98,12 @@ def stream_answer(session: ChatSession, engines: Engines, choices: Choices, inde
         beat = st.empty()
         speech = speech_queue.SpeechQueue(index, choices.rate, heard)  # also tells call mode a reply is being written
         reply = turn.answer(session, engines, index, choices.options, speak=choices.speak, timings=timings)
-        if heard and state.barged() >= heard:  # talked over before it began (a rerun may come too late to cut in)
-            reply.stop.set()
+        session.replying(reply.interrupt, heard)  # Stop and the user talking over it end it through its interrupt
         stop_box = st.empty()
-        stop_box.button("Stop", icon=":material/stop_circle:", key=f"stop-{index}", on_click=state.silence,
+        stop_box.button("Stop", icon=":material/stop_circle:", key=f"stop-{index}", on_click=state.stop, args=(session,),
                         help="Stop writing and speaking; the reply so far is kept.")
         try:
-            st.write_stream(safe_stream(text_of(reply, status, beat, speech, heard)))
+            st.write_stream(safe_stream(text_of(reply, status, beat, speech)))
         finally:
             reply.close()  # a rerun (Stop, any click) interrupts here: the partial reply is still logged
         speech.finish()
@@ -115,11 +114,9 @@ def stream_answer(session: ChatSession, engines: Engines, choices: Choices, inde
             draw_controls(session, index, True, reply.answer)
 
 
-def text_of(reply: turn.Reply, status, beat, speech: speech_queue.SpeechQueue, heard: int = 0):
+def text_of(reply: turn.Reply, status, beat, speech: speech_queue.SpeechQueue):
     """The reply's text, as markdown, for st.write_stream; the other events drawn on the way."""
     for event in reply:
-        if heard and state.barged() >= heard:
-            reply.stop.set()  # the user talked over it: the reply ends at its next step, kept as stopped
         if isinstance(event, turn.Waiting):
             status.info(event.message, icon=":material/hourglass_top:")
         elif isinstance(event, turn.Working):
@@ -150,14 +147,9 @@ def draw_actions(session: ChatSession, index: int) -> None:
 def do_action(session: ChatSession, action: tuple[str, int]) -> None:
     """Regenerate or Resend, clicked in the last run: only on the last exchange, once it is answered."""
     kind, index = action
-    last = session.conversation.last_exchange_index()
-    if index != last or session.exchange(index).answer is None:
+    if not session.redo(kind, index, st.session_state.get(f"edit-{index}", "")):
         # a button left on an older reply (a question was asked since), or a reply still being written
         st.toast("That reply is no longer the last one: nothing was changed.", icon=":material/info:")
-    elif kind == "edit":
-        session.edit(index, st.session_state.get(f"edit-{index}", "").strip() or session.exchange(index).question.text)
-    else:
-        session.regenerate(index)  # the new answer replaces it in the log
 
 
 def draw_conversation(session: ChatSession, asking: bool) -> None:
@@ -188,19 +180,6 @@ def typed(prompt, choices: Choices) -> turn.TurnInput:
         audio=prompt.audio.getvalue() if prompt.audio else None,
         language=choices.language,
     )
-
-
-def on_barge(session: ChatSession, reply: speech_queue.ReplyId | None, spoken: bool) -> None:
-    """The user spoke over a reply. One still being written was ended by this rerun (and kept as
-    stopped); a question whose reply had not begun, and a reply written but still being spoken, are
-    marked stopped here."""
-    last = session.conversation.last_exchange_index()
-    if last is None:
-        return
-    if session.exchange(last).answer is None:  # the rerun cut in before its reply began: not to be answered now
-        session.answer(last, Answer("", "stopped", "Interrupted before the reply began."))
-    elif spoken and reply is not None and reply.index == last:
-        session.interrupt(last)
 
 
 def ask(session: ChatSession, engines: Engines, choices: Choices, turn_input: turn.TurnInput, heard: int = 0) -> None:
@@ -239,8 +218,9 @@ def main() -> None:
         st.info(note, icon=":material/info:")
     if state.take_silence():  # Stop or New session was clicked: the spoken reply stops too
         speech_queue.stop()
-    if barge := state.take_barge():
-        on_barge(session, *barge)
+    if barge := state.take_barge():  # the user spoke over a reply: what it leaves is the session's rule
+        reply, spoken = barge
+        session.barge_in(reply.index if spoken and reply is not None else None)
 
     prompt = st.chat_input(  # drawn at the bottom of the page wherever it is called
         "Ask about the image…", accept_file=True, file_type=IMAGE_TYPES, accept_audio=True, audio_sample_rate=16000,

@@ -1,6 +1,6 @@
 """Past sessions: list, search, open, replay, export, delete, and continue in the chat.
 
-The log files are the source of truth; core.history_index keeps a SQLite FTS5 index of them in
+The log files are the source of truth; core.store.history_index keeps a SQLite FTS5 index of them in
 step (synced once per run: only new or changed files are read). The open session is named in
 the URL (?session=<id>&turn=<n>), so it can be bookmarked; ids are checked before any file is.
 """
@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.chat_session import ChatSession
+from core.chat.session import ChatSession
 from core.config import Settings
 from core.errors import AppError
-from core.export import export_zip, session_to_json, session_to_markdown
-from core.history_index import HistoryIndex
-from core.session_log import SESSION_ID, LogFolderError, folder_problem, read_session, session_path
+from core.store.export import export_zip, session_to_json, session_to_markdown
+from core.store.history_index import HistoryIndex
+from core.store.session_log import SESSION_ID, LogFolderError, folder_problem, read_session, session_path
+from core.store.sessions import delete_session
 from ui import history_view, state
 from ui.account import page_settings
 
@@ -35,9 +36,9 @@ def close_session() -> None:
     st.query_params.clear()
 
 
-def delete_session(sessions: HistoryIndex, session_id: str) -> None:
+def on_delete(sessions: HistoryIndex, session_id: str) -> None:
     try:
-        removed = sessions.delete(session_id)
+        removed = delete_session(sessions, session_id)
     except LogFolderError as e:
         state.flash(f"The session was not deleted: {e.message} {e.hint}", error=True)
         return
@@ -116,7 +117,7 @@ def draw_session(settings: Settings, sessions: HistoryIndex, session_id: str, hi
     with delete.popover("Delete", icon=":material/delete:"):
         st.write("Delete this session, its recordings and spoken replies, and the images no other session uses? "
                  "This cannot be undone.")
-        st.button("Delete for good", type="primary", key="confirm-delete", on_click=delete_session,
+        st.button("Delete for good", type="primary", key="confirm-delete", on_click=on_delete,
                   args=(sessions, session_id))
     history_view.session(settings.log_dir, logged, highlight)
 

@@ -16,7 +16,7 @@ import socket, sys
 try: socket.create_connection(('huggingface.co', 443), timeout=5).close()
 except OSError: sys.exit(1)" 2>/dev/null; then
         export LLAVA_MODEL=models/tiny-llava HF_HUB_OFFLINE=1
-        [ -f "$LLAVA_MODEL/config.json" ] || .venv/bin/python -m core.tiny_llava "$LLAVA_MODEL" >/dev/null
+        [ -f "$LLAVA_MODEL/config.json" ] || .venv/bin/python -m tests.tiny_llava "$LLAVA_MODEL" >/dev/null
         echo "The Hugging Face hub cannot be reached: using a tiny RANDOM LLaVA ($LLAVA_MODEL)."
         echo "Its answers are noise. Set LLAVA_MODEL to a downloaded model folder for real answers."
     fi

@@ -13,8 +13,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded by th
 
 @pytest.fixture(scope="session")
 def tiny_llava(tmp_path_factory) -> Path:
-    """A tiny random LLaVA-1.5 built by the project's own builder (core/tiny_llava.py)."""
-    from core.tiny_llava import build_tiny_llava
+    """A tiny random LLaVA-1.5 built by the project's own builder (tests/tiny_llava.py)."""
+    from tests.tiny_llava import build_tiny_llava
 
     return build_tiny_llava(tmp_path_factory.mktemp("models") / "tiny-llava")
 

@@ -7,10 +7,9 @@ import time
 
 import numpy as np
 
-from core.engines import Transcript
+from core.engines.api import GenerationInfo, Speech, Transcript, generation
 from core.errors import GenerationError, SpeechError
 from core.media import wav_bytes  # noqa: F401  (tests make WAVs as the app sends them)
-from core.tts import Speech
 
 
 class FakeChatModel:
@@ -29,20 +28,21 @@ class FakeChatModel:
     def enqueue(self, *replies: str) -> None:
         self.replies.extend(replies)
 
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
+    @generation
     def stream(self, exchanges, images, options, stop=None):
         self.calls.append((list(exchanges), options))
         reply = self.replies.pop(0) if self.replies else "ok."
-        words = reply.split(" ")
+        words, written = reply.split(" "), 0
         for i, word in enumerate(words):
             if self.fail_after is not None and i == self.fail_after:
                 raise GenerationError("The model crashed (fake).")
             if stop is not None and stop.is_set():
-                return
+                break
             time.sleep(self.delay_s)
             yield word if i == len(words) - 1 else word + " "
+            written += 1
+        return GenerationInfo(len(exchanges), prompt_tokens=sum(len(e.question.text.split()) for e in exchanges),
+                              completion_tokens=written)  # a token a word
 
 
 class FakeTranscriber:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import openai
 
-from core.openai_server import make_client, served_models
+from core.engines.openai_client import make_client, served_models
 
 
 class LocalServer:

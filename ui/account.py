@@ -12,7 +12,7 @@ from dataclasses import replace
 import streamlit as st
 
 from core.config import ConfigError, Settings
-from core.session_log import user_log_dir
+from core.store.session_log import user_log_dir
 
 
 def signed_in_settings(settings: Settings) -> Settings:

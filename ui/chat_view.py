@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.chat_session import ChatSession
+from core.chat.session import ChatSession
 from core.conversation import Answer, Exchange
 from ui.exchange_view import STAGES, timing
 

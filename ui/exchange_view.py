@@ -19,7 +19,7 @@ from core.conversation import Answer, Exchange, Notice, Question
 from core.errors import InvalidImage
 from core.markup import safe_markdown
 from core.media import preview
-from core.session_log import media_path
+from core.store.session_log import media_path
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import streamlit as st
 
 from core.conversation import Notice
-from core.history_index import MARK_END, MARK_START, SearchHit, SessionSummary
 from core.markup import safe_markdown
-from core.session_log import LoggedSession
+from core.store.history_index import MARK_END, MARK_START, SearchHit, SessionSummary
+from core.store.session_log import LoggedSession
 from ui.exchange_view import _preview as _thumbnail  # noqa: F401  (the cache bench/history_bench.py clears)
 from ui.exchange_view import draw_exchange, draw_notice, escape, picture, read_only
 

@@ -1,6 +1,6 @@
 """The engines, loaded once per process (st.cache_resource) and shared by every browser session.
 
-What runs where is core.engines.load_engines' business; this module caches its result and draws
+What runs where is core.engines.loading.load_engines' business; this module caches its result and draws
 its progress. st.cache_resource computes a value under a per-key lock: sessions that start at the
 same moment wait for the one load instead of loading the model again.
 
@@ -18,7 +18,8 @@ import time
 import streamlit as st
 
 from core.config import Settings
-from core.engines import Engines, Loaded, NothingConfigured, load_engines
+from core.engines.api import Engines, generation
+from core.engines.loading import Loaded, NothingConfigured, load_engines
 from core.errors import AppError, GenerationError
 
 logger = logging.getLogger(__name__)
@@ -35,9 +36,7 @@ class Unavailable:
         self.error = error
         self.name = "unavailable"
 
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
+    @generation
     def stream(self, exchanges, images, options, stop=None):
         raise GenerationError(f"No model can answer: {self.error.message}", self.error.hint or "Try again later.")
         yield  # a generator, like every engine's stream()

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.chat_session import ChatSession
+from core.chat.session import ChatSession
 from core.config import Settings
 from ui.chat_view import SHOWN_TURNS
 from ui.speech_queue import ReplyId
@@ -73,6 +73,13 @@ def image_key() -> str:
 
 def silence() -> None:
     st.session_state.silence = True
+
+
+def stop(session: ChatSession) -> None:
+    """Stop (a callback): the reply being written ends at its next step, and the next run silences
+    the spoken reply."""
+    session.stop()
+    silence()
 
 
 def take_silence() -> bool:
@@ -124,7 +131,7 @@ def waiting_utterances() -> int:
 
 def take_utterance() -> tuple[int, bytes] | None:
     """The oldest utterance call mode heard and no run has asked yet, taken (None when there is none).
-    Take it right before core.turn.ask, with no Streamlit call between, where a rerun could cut in; a
+    Take it right before core.chat.turn.ask, with no Streamlit call between, where a rerun could cut in; a
     taken one is never asked twice, even by a second run that started before this one stopped."""
     waiting = st.session_state.get("utterances", [])  # (id, WAV)
     try:
@@ -142,16 +149,13 @@ def put_barge(turn: ReplyId | None, spoken: bool, upto: int) -> None:
     """The user spoke over a reply: the reply id of the queue's turn then (whether its voice was
     playing), and the id of the last utterance sent before: no reply to it or to an earlier one may go on."""
     st.session_state.barge = (turn, spoken)
-    st.session_state.barged = max(barged(), upto)
+    if (session := st.session_state.get("chat")) is not None:
+        session.talked_over(upto)
 
 
 def take_barge() -> tuple[ReplyId | None, bool] | None:
     return st.session_state.pop("barge", None)
 
-
-def barged() -> int:
-    """Replies to utterances up to this id were talked over: they stop."""
-    return st.session_state.get("barged", 0)
 
 
 def next_run() -> int:

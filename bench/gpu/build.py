@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from core.tiny_llava import LLAVA_15_CHAT_TEMPLATE
+from tests.tiny_llava import LLAVA_15_CHAT_TEMPLATE
 
 LLAVA_VOCAB = 32064
 IMAGE_TOKEN_ID = 32000
@@ -151,7 +151,7 @@ def llava_next_7b(path: str | Path, device: str = "cuda") -> Path:
         MistralConfig,
     )
 
-    from core.tiny_llava import LLAVA_NEXT_MISTRAL_CHAT_TEMPLATE
+    from tests.tiny_llava import LLAVA_NEXT_MISTRAL_CHAT_TEMPLATE
 
     words = tokenizer()
     processor = LlavaNextProcessor(
@@ -186,7 +186,7 @@ def onevision_05b(path: str | Path, device: str = "cuda", dtype=None) -> Path:
         SiglipVisionConfig,
     )
 
-    from core.tiny_llava import ONEVISION_CHAT_TEMPLATE, _add_video_processor
+    from tests.tiny_llava import ONEVISION_CHAT_TEMPLATE, _add_video_processor
 
     class WithoutVideo(LlavaOnevisionProcessor):  # its video processor needs torchvision; the app sends no video
         @classmethod

@@ -5,7 +5,7 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.session_log import list_session_files
+from core.store.session_log import list_session_files
 from tests.conftest import ROOT
 
 

@@ -5,7 +5,7 @@ import hashlib
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.session_log import user_log_dir
+from core.store.session_log import user_log_dir
 
 
 def folder_script(log_dir: str):

@@ -8,8 +8,9 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from core.engines.api import generation
 from core.errors import GenerationError
-from core.session_log import list_session_files, media_path, read_session
+from core.store.session_log import list_session_files, media_path, read_session
 from tests.app.conftest import ask, log_records, roles
 from tests.conftest import ROOT, png_bytes
 
@@ -94,12 +95,13 @@ def test_bad_images_show_a_message_and_the_chat_goes_on(app, data, message):
 
 
 def test_generation_failure_keeps_the_partial_reply(app, monkeypatch):
+    @generation
     def failing(self, exchanges, images, options, stop=None):
         yield "The beginning "
         yield "of a reply "
         raise GenerationError("The model ran out of memory (simulated).")
 
-    monkeypatch.setattr("core.vlm.LlavaModel.stream", failing)
+    monkeypatch.setattr("core.engines.vlm.LlavaModel.stream", failing)
     at = ask(app(), "Tell me everything.")
     assert "The beginning of a reply" in at.chat_message[1].markdown[0].value
     assert any("out of memory" in w.value for w in at.warning)

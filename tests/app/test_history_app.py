@@ -9,9 +9,9 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core.conversation import Answer, Question
-from core.history_index import HistoryIndex
 from core.media import digest
-from core.session_log import SessionLog, list_session_files, read_session, save_media, user_log_dir
+from core.store.history_index import HistoryIndex
+from core.store.session_log import SessionLog, list_session_files, read_session, save_media, user_log_dir
 from tests.app.conftest import ask, roles
 from tests.conftest import ROOT, png_bytes
 from tests.fakes import tone, wav_bytes

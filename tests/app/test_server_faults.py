@@ -5,7 +5,7 @@ chat box stays, every question asked is in the log, and once the server is back 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.session_log import list_session_files, read_session
+from core.store.session_log import list_session_files, read_session
 from tests.conftest import ROOT
 from tests.unit import test_remote_faults as faults
 from tests.unit.test_remote_faults import MODEL, PASSWORD

@@ -10,8 +10,8 @@ import sqlite3
 
 import pytest
 
-from core.chat_session import MAX_QUESTION_CHARS
-from core.session_log import list_session_files, media_path, read_session
+from core.chat.session import MAX_QUESTION_CHARS
+from core.store.session_log import list_session_files, media_path, read_session
 from tests.app.conftest import ask, roles
 from tests.conftest import png_bytes
 

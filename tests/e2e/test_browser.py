@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from core.session_log import list_session_files, read_session
+from core.store.session_log import list_session_files, read_session
 from tests.conftest import png_bytes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from core.session_log import list_session_files, read_session
+from core.store.session_log import list_session_files, read_session
 from tests.e2e.test_browser import open_chat
 from tests.fake_mic import conversation
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from core.session_log import list_session_files, read_session
+from core.store.session_log import list_session_files, read_session
 from tests.conftest import ROOT
 from tests.e2e.conftest import free_port, wait_until_healthy
 from tests.e2e.test_browser import MESSAGES, three_mixed_turns

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core.session_log import list_session_files, read_session, user_log_dir
+from core.store.session_log import list_session_files, read_session, user_log_dir
 from tests.conftest import png_bytes
 from tests.e2e.conftest import app_process, free_port
 from tests.e2e.test_browser import MESSAGES, type_question, wait_for_reply

@@ -7,7 +7,7 @@ import base64
 
 import pytest
 
-from core.tts import EspeakSpeaker
+from core.engines.tts import EspeakSpeaker
 from ui.speech_queue import JS, ReplyId
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

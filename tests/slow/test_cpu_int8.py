@@ -1,14 +1,14 @@
-"""LLAVA_QUANT=int8, the CPU default: torch's dynamic int8 weights (core.quant.quantize_int8) and a
-picture read as a whole plus one tile (core.vlm.cpu_grid), on the tiny OneVision."""
+"""LLAVA_QUANT=int8, the CPU default: torch's dynamic int8 weights (core.engines.quant.quantize_int8) and a
+picture read as a whole plus one tile (core.engines.vlm.cpu_grid), on the tiny OneVision."""
 
 import pytest
 import torch
 from PIL import Image
 
 from core.conversation import Exchange, Question
-from core.decoding import Sampling
-from core.tiny_llava import build_tiny_llava
-from core.vlm import GenerationOptions, LlavaModel, max_image_tokens
+from core.engines.decoding import Sampling
+from core.engines.vlm import GenerationOptions, LlavaModel, max_image_tokens
+from tests.tiny_llava import build_tiny_llava
 
 pytestmark = pytest.mark.slow
 PHOTO = "p" * 32

@@ -1,5 +1,5 @@
 """Every model family the README names, through the app's own code: llava-1.5, llava-v1.6
-(LLaVA-NeXT, Mistral) and LLaVA-OneVision (Qwen2), each a tiny random build of core/tiny_llava.py
+(LLaVA-NeXT, Mistral) and LLaVA-OneVision (Qwen2), each a tiny random build of tests/tiny_llava.py
 with its real checkpoint's processor and chat template, built once for this module.
 
 Random weights: the replies are noise, so the tests check structure (prompts, token counts,
@@ -13,20 +13,20 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core.conversation import Answer, Conversation, Exchange, Question
-from core.remote import RemoteChatModel
-from core.session_log import list_session_files, read_session
-from core.tiny_llava import FAMILIES, build_tiny_llava
-from core.vlm import GenerationOptions, LlavaModel, max_image_tokens
+from core.engines.remote import RemoteChatModel
+from core.engines.vlm import GenerationOptions, LlavaModel, max_image_tokens
+from core.store.session_log import list_session_files, read_session
 from tests.app.conftest import ask, roles
 from tests.conftest import ROOT, png_bytes
 from tests.local_server import LocalServer
+from tests.tiny_llava import FAMILIES, build_tiny_llava
 
 pytestmark = pytest.mark.slow
 IMAGE, SECOND = "a" * 32, "b" * 32
 GREEDY = GenerationOptions(temperature=0, max_new_tokens=24)
 
 # What each family's chat template makes of three_turns() with "Be brief." as the system prompt,
-# written out by hand from the templates (core/tiny_llava.py says where each comes from).
+# written out by hand from the templates (tests/tiny_llava.py says where each comes from).
 EXPECTED_PROMPTS = {
     "llava-1.5": (
         "Be brief. USER: <image>\nWhat is in the picture? ASSISTANT: A red car. "
@@ -184,8 +184,8 @@ def test_static_cache_decoding_equals_generate(folder):
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from core.decoding import Decoder, Sampling
-    from core.vlm import _load_processor
+    from core.engines.decoding import Decoder, Sampling
+    from core.engines.vlm import _load_processor
 
     loaded = AutoModelForImageTextToText.from_pretrained(str(folder), dtype=torch.float64).eval()
     llava = LlavaModel(loaded, _load_processor(str(folder)), "tiny float64")
@@ -205,7 +205,7 @@ def test_static_cache_decoding_equals_generate(folder):
 def test_static_cache_holds_the_largest_image(model):
     """LLAVA_CACHE_TOKENS too short for one image of the family (OneVision's tiny grid: 196
     tokens and a question do not fit in 256) is lengthened, with a note; one that fits is kept."""
-    from core.vlm import IMAGE_QUESTION_ROOM
+    from core.engines.vlm import IMAGE_QUESTION_ROOM
 
     largest = max_image_tokens(model.processor)
     sized = LlavaModel(model.model, model.processor, "static", cache_tokens=256)
@@ -238,7 +238,7 @@ def test_app_conversation_with_two_images_and_a_trimmed_history(app, model, capl
     next(s for s in at.sidebar.slider if s.label == "Max new tokens").set_value(32).run()
     filler = " ".join(["Describe the red car near the tall tree, and the dog on the grass."] * (model.context_length // 60))
     ask(at, "What is in this picture?", png_bytes((50, 40), "red"))
-    with caplog.at_level("INFO", logger="core.vlm"):
+    with caplog.at_level("INFO", logger="core.engines.vlm"):
         for i in range(3):
             ask(at, f"{i}. {filler}")
         ask(at, "And in this one?", png_bytes((64, 48), "blue"))
@@ -280,7 +280,7 @@ def test_served_model_answers_like_the_in_process_one(server, model):
 def test_onevision_is_not_served_without_torchvision(tmp_path):
     """What stops `transformers serve` from serving OneVision here: its processor holds a
     LlavaOnevisionVideoProcessor, which transformers builds only with torchvision, and the server
-    loads it with AutoProcessor (the app loads the processor without it: core.vlm)."""
+    loads it with AutoProcessor (the app loads the processor without it: core.engines.vlm)."""
     folder = build_tiny_llava(tmp_path / "onevision", family="onevision")
     with pytest.raises(RuntimeError, match="LlavaOnevisionVideoProcessor requires the Torchvision library"):
         LocalServer(folder, start_timeout_s=120).__enter__()

@@ -1,4 +1,4 @@
-"""Keeping the KV cache between turns (core.decoding.Decoder): a follow-up prefills only its new
+"""Keeping the KV cache between turns (core.engines.decoding.Decoder): a follow-up prefills only its new
 tokens, and the reply is the one a full prefill gives. Every family, float64 and greedy (so that
 a different matmul shape cannot flip a near-tie), dynamic caches (the CPU path) and the static
 cache with its padding (the CUDA path, not compiled here)."""
@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from core.conversation import Answer, Exchange, Question
-from core.tiny_llava import FAMILIES, build_tiny_llava
-from core.vlm import GenerationOptions, LlavaModel, _load_processor
+from core.engines.vlm import GenerationOptions, LlavaModel, _load_processor
+from tests.tiny_llava import FAMILIES, build_tiny_llava
 
 pytestmark = pytest.mark.slow
 RED, BLUE = "r" * 32, "b" * 32
@@ -36,7 +36,7 @@ def llava(loaded, cache_tokens=None) -> LlavaModel:
 
 def reply_ids(model: LlavaModel, exchanges, tokens=12) -> list[int]:
     """The greedy reply's ids through the model's decoder (its kept caches)."""
-    from core.decoding import Sampling
+    from core.engines.decoding import Sampling
 
     kept, inputs, budget = model.fit(exchanges, IMAGES, GenerationOptions(temperature=0, max_new_tokens=tokens))
     image = next((e.question.image for e in kept if e.question.image), None)

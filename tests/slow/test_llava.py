@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 
 from core.conversation import Answer, Exchange, Question
-from core.vlm import GenerationOptions, LlavaModel
+from core.engines.api import GenerationOptions, Interrupt
+from core.engines.vlm import LlavaModel
 
 pytestmark = pytest.mark.slow
 IMAGE = "f" * 32
@@ -77,7 +78,7 @@ def test_reply_budget_shrinks_when_only_image_and_question_are_left(model):
 
 
 def test_stop_event_ends_generation_early(model):
-    stop = threading.Event()
+    stop = Interrupt()
     chunks, images = [], {IMAGE: RED}
     options = GenerationOptions(temperature=0, max_new_tokens=200)
     for chunk in model.stream(three_turns(), images, options, stop):
@@ -103,7 +104,6 @@ def test_failure_inside_the_worker_is_raised_not_hung_and_the_next_turn_works(mo
 
 def test_one_worker_thread_runs_every_turn(model):
     """CUDA graphs are thread-local: every turn must decode in the model's one worker thread."""
-    import threading
 
     seen = []
     original = model.decoder.tokens
@@ -127,9 +127,10 @@ def test_one_worker_thread_runs_every_turn(model):
 
 def test_sampling_with_top_p_gives_valid_text_and_respects_max_new_tokens(model):
     options = GenerationOptions(temperature=0.9, top_p=0.8, max_new_tokens=12)
-    chunks = list(model.stream(three_turns(), {IMAGE: RED}, options))
-    reply = "".join(chunks)
-    assert model.count_tokens(reply) <= 12
+    generation = model.stream(three_turns(), {IMAGE: RED}, options)
+    reply = "".join(generation)
+    assert isinstance(reply, str) and 0 < generation.info.completion_tokens <= 12
+    assert generation.info.kept_exchanges == 3 and generation.info.prompt_tokens > 0
 
 
 def test_streamed_text_equals_non_streamed_for_long_greedy_replies(model):
@@ -159,7 +160,7 @@ def test_static_cache_decoding_equals_generate_across_turns(tiny_llava, pad_to):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from core.decoding import Decoder, Sampling
+    from core.engines.decoding import Decoder, Sampling
 
     model = AutoModelForImageTextToText.from_pretrained(str(tiny_llava), dtype=torch.float64).eval()
     llava = LlavaModel(model, AutoProcessor.from_pretrained(str(tiny_llava)), "tiny float64")
@@ -184,7 +185,7 @@ def test_hqq_4bit_wiring_on_the_cpu(tiny_llava):
     from hqq.core.quantize import HQQLinear
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from core.quant import language_model, quantize_hqq
+    from core.engines.quant import language_model, quantize_hqq
 
     loaded = AutoModelForImageTextToText.from_pretrained(str(tiny_llava), dtype=torch.float32).eval()
     count = quantize_hqq(loaded, "cpu", kernels=False)
@@ -203,7 +204,6 @@ def test_hqq_4bit_wiring_on_the_cpu(tiny_llava):
 def test_warm_up_runs_every_padded_prompt_length_in_the_worker_thread(tiny_llava):
     """What the GPU load does after compiling: every prompt length a turn can have (padded to 64)
     goes through the model once, in the worker thread, so no user's turn tunes a kernel."""
-    import threading
 
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -215,12 +215,14 @@ def test_warm_up_runs_every_padded_prompt_length_in_the_worker_thread(tiny_llava
     model.warm_up()
     assert [n for n, _ in seen] == [64, 128, 192, 256] and {t for _, t in seen} == {model.worker.thread}
     assert model.context_length == 256
-    reply = "".join(model.stream(three_turns(), {IMAGE: RED}, GenerationOptions(max_new_tokens=300)))
-    assert model.decoder.last["prompt_tokens"] + model.count_tokens(reply) <= 256  # trimmed to the cache
+    generation = model.stream(three_turns(), {IMAGE: RED}, GenerationOptions(max_new_tokens=300))
+    "".join(generation)
+    assert generation.info.prompt_tokens == model.decoder.last["prompt_tokens"]
+    assert generation.info.prompt_tokens + generation.info.completion_tokens <= 256  # trimmed to the cache
 
 
 def test_4bit_without_its_packages_says_what_it_loaded_instead(monkeypatch):
-    from core import vlm
+    from core.engines import vlm
 
     monkeypatch.setattr(vlm, "find_spec", lambda name: name == "bitsandbytes")
     quant, note = vlm._available("4bit", "cuda")

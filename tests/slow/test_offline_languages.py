@@ -1,19 +1,19 @@
 """Every language offline: the bundled multilingual Whisper base (the CPU and offline default) hears a
 question spoken by espeak-ng in English, German or Spanish, detects its language, and the reply is
-spoken in that language. One real voice turn per language through core.turn: the real transcriber
+spoken in that language. One real voice turn per language through core.chat.turn: the real transcriber
 as load_transcriber picks it offline, a fake chat model, the app's TTS_ENGINE=piper speaker chain
 (Piper for English, espeak-ng for the languages its English voice lacks) recorded."""
 
 import pytest
 
 from bench.speech_engines import samples_of
-from core import turn
-from core.chat_session import ChatSession
-from core.engines import GenerationOptions
+from core.chat import turn
+from core.chat.session import ChatSession
+from core.engines.api import GenerationOptions
+from core.engines.stt import load_transcriber
+from core.engines.tts import EspeakSpeaker, make_speaker
 from core.media import wav_bytes
-from core.session_log import read_session
-from core.stt import load_transcriber
-from core.tts import EspeakSpeaker, make_speaker
+from core.store.session_log import read_session
 from tests.fakes import FakeChatModel
 
 pytestmark = pytest.mark.slow

@@ -10,13 +10,13 @@ import time
 
 import pytest
 
-from core import turn
-from core.chat_session import ChatSession
+from core.chat import turn
+from core.chat.session import ChatSession
 from core.conversation import Exchange, Question
+from core.engines.remote import RemoteChatModel
+from core.engines.vlm import GenerationOptions, LlavaModel
 from core.errors import GenerationError, ModelLoadError
-from core.remote import RemoteChatModel
-from core.session_log import read_session
-from core.vlm import GenerationOptions, LlavaModel
+from core.store.session_log import read_session
 from tests.conftest import png_bytes
 from tests.local_server import LocalServer
 
@@ -67,7 +67,7 @@ def test_multi_turn_with_an_image_is_what_the_in_process_model_says(settings, re
         assert "".join(e.text for e in events if isinstance(e, turn.Token)) == answer.text
         # Same prompt (chat template, history, image) on both sides, greedy: the same text, the same tokens.
         assert answer.text == done(reference).text
-        assert remote.count_tokens(answer.text) == local.count_tokens(answer.text) <= OPTIONS.max_new_tokens
+        assert answer.timings["completion_tokens"] == done(reference).timings["completion_tokens"] <= OPTIONS.max_new_tokens
     assert any(done(events).text for events in remote_turns)
     logged = read_session(session.log.path).conversation.exchanges
     assert [e.answer.text for e in logged] == [done(events).text for events in remote_turns]
@@ -77,11 +77,13 @@ def test_reply_streams_in_chunks_and_counts_tokens(remote):
     chunks, times = [], []
     start = time.perf_counter()
     hello = [Exchange(Question("Hello, who are you?"))]
-    for chunk in remote.stream(hello, {}, GenerationOptions(temperature=0, max_new_tokens=24)):
+    generation = remote.stream(hello, {}, GenerationOptions(temperature=0, max_new_tokens=24))
+    for chunk in generation:
         chunks.append(chunk)
         times.append(time.perf_counter() - start)
     assert len(chunks) > 1 and times[0] < times[-1]
-    assert 0 < remote.count_tokens("".join(chunks)) <= 24  # the server's own count
+    assert 0 < generation.info.completion_tokens <= 24  # the server's own count
+    assert generation.info.prompt_tokens > 0 and generation.info.kept_exchanges == 1
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +101,10 @@ LONG = GenerationOptions(temperature=0, max_new_tokens=1500)
 def test_stop_mid_stream_keeps_the_partial_reply_and_frees_the_server(settings, remote, endless):
     # How long the whole reply takes when nobody stops it (end-of-sequence is forbidden).
     start = time.perf_counter()
-    whole = "".join(endless.stream([Exchange(Question("Count to a thousand."))], {}, LONG))
+    generation = endless.stream([Exchange(Question("Count to a thousand."))], {}, LONG)
+    whole = "".join(generation)
     whole_s = time.perf_counter() - start
-    assert endless.count_tokens(whole) == LONG.max_new_tokens
+    assert whole and generation.info.completion_tokens == LONG.max_new_tokens
 
     session, engines = ChatSession(settings), turn.Engines(endless)
     asked = turn.ask(session, engines, turn.TurnInput(text="Count to a thousand."))
@@ -127,7 +130,7 @@ def test_stop_mid_stream_keeps_the_partial_reply_and_frees_the_server(settings, 
 def test_wrong_model_name_is_named_with_what_the_server_has(remote, server):
     """At start when the server lists its models (transformers >= 5.2x lists the folder it serves),
     and at the first request in any case (5.17 lists none and refuses another name with a 400)."""
-    from core.openai_server import served_models
+    from core.engines.openai_client import served_models
 
     if served_models(remote.client):
         with pytest.raises(ModelLoadError, match="LLAVA_REMOTE_MODEL") as caught:
@@ -140,7 +143,7 @@ def test_wrong_model_name_is_named_with_what_the_server_has(remote, server):
 
 
 def run_sessions(settings, chat, questions):
-    """One thread per session, all asking at once through core.turn; return (session, events) of each."""
+    """One thread per session, all asking at once through core.chat.turn; return (session, events) of each."""
     start, results = threading.Barrier(len(questions)), [None] * len(questions)
 
     def one(i: int) -> None:

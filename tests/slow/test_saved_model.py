@@ -1,12 +1,12 @@
-"""The 4-bit model kept between starts (core.saved_model), on the CPU with HQQ's portable matmul
+"""The 4-bit model kept between starts (core.engines.saved_model), on the CPU with HQQ's portable matmul
 (gemlite needs CUDA): it round-trips, a damaged entry is rebuilt, and the key follows what made it."""
 
 import pytest
 from PIL import Image
 
-from core import saved_model
 from core.conversation import Exchange, Question
-from core.vlm import GenerationOptions, LlavaModel, _load_processor
+from core.engines import saved_model
+from core.engines.vlm import GenerationOptions, LlavaModel, _load_processor
 
 pytestmark = pytest.mark.slow
 IMAGE = "c" * 32
@@ -17,7 +17,7 @@ def quantised(tiny_llava):
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from core.quant import quantize_hqq
+    from core.engines.quant import quantize_hqq
 
     model = AutoModelForImageTextToText.from_pretrained(str(tiny_llava), dtype=torch.float32).eval()
     quantize_hqq(model, "cpu", kernels=False)
@@ -32,7 +32,7 @@ def reply(model, folder) -> str:
 
 
 def test_a_kept_model_answers_like_the_one_it_was_made_from(quantised, tiny_llava, tmp_path, monkeypatch):
-    from core.quant import hqq_settings, is_quantised
+    from core.engines.quant import hqq_settings, is_quantised
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     before = reply(quantised, tiny_llava)  # its vision tower ran with hidden states asked: hooks installed
@@ -55,7 +55,7 @@ def reply_in_a_new_process(path, folder) -> str:
 
     from tests.conftest import ROOT
 
-    code = ("import json, sys; from core import saved_model; from tests.slow.test_saved_model import reply; "
+    code = ("import json, sys; from core.engines import saved_model; from tests.slow.test_saved_model import reply; "
             "model = saved_model.load(__import__('pathlib').Path(sys.argv[1]), 'cpu'); "
             "print(json.dumps(reply(model, sys.argv[2])))")
     done = subprocess.run([sys.executable, "-c", code, str(path), str(folder)], cwd=ROOT, capture_output=True,
@@ -82,7 +82,7 @@ def test_a_damaged_entry_is_deleted_and_not_trusted(quantised, tmp_path, tiny_ll
 def test_the_key_follows_the_weights_the_settings_and_the_versions(tiny_llava, tmp_path, monkeypatch):
     import os
 
-    from core.quant import hqq_settings
+    from core.engines.quant import hqq_settings
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     first = saved_model.entry(str(tiny_llava), hqq_settings(), "cpu")
@@ -108,7 +108,7 @@ def test_a_disk_that_refuses_loses_nothing_but_the_entry(quantised, tmp_path):
 
 
 def test_warm_up_runs_one_length_per_kernel_class():
-    from core.quant import warm_up_lengths
+    from core.engines.quant import warm_up_lengths
 
     def powers_of_two(m):
         return 1 << (m - 1).bit_length()

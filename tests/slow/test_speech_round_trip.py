@@ -8,8 +8,8 @@ import wave
 import pytest
 
 from bench.speech_engines import corpus_wer, samples_of, word_error_rate
-from core.stt import FasterWhisperTranscriber, bundled_tiny_en
-from core.tts import EspeakSpeaker, PiperSpeaker, make_speaker
+from core.engines.stt import FasterWhisperTranscriber, bundled_tiny_en
+from core.engines.tts import EspeakSpeaker, PiperSpeaker, make_speaker
 
 pytestmark = pytest.mark.slow
 

@@ -4,9 +4,9 @@ import re
 
 import pytest
 
-from core import stt
+from core.engines import stt
+from core.engines.stt import FasterWhisperTranscriber, OpenAIWhisperTranscriber, bundled_tiny_en, load_transcriber
 from core.media import load_audio
-from core.stt import FasterWhisperTranscriber, OpenAIWhisperTranscriber, bundled_tiny_en, load_transcriber
 
 pytestmark = pytest.mark.slow
 

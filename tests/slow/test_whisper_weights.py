@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from bench.whisper_weights import convert, dequantized, read_ct2, to_openai_state_dict, weight_dtypes
+from core.engines.stt import bundled_tiny_en
 from core.media import load_audio
-from core.stt import bundled_tiny_en
 
 pytestmark = pytest.mark.slow
 

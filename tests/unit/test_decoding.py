@@ -1,4 +1,4 @@
-"""core.decoding without a model: the detokenizer's window, the worker's jobs and heartbeats."""
+"""core.engines.decoding without a model: the detokenizer's window, the worker's jobs and heartbeats."""
 
 import queue
 import threading
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from core.decoding import Detokenizer, GenerationWorker
+from core.engines.decoding import Detokenizer, GenerationWorker
 
 
 class ByteTokenizer:

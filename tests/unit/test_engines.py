@@ -1,10 +1,10 @@
-"""Engine choice in one place (core.engines.load_engines, core.stt.load_transcriber), with fakes."""
+"""Engine choice in one place (core.engines.loading.load_engines, core.engines.stt.load_transcriber), with fakes."""
 
 import pytest
 
-from core import engines as core_engines
-from core import stt, vlm
 from core.config import Settings
+from core.engines import loading as core_engines
+from core.engines import stt, vlm
 from core.errors import ModelLoadError
 from tests.fakes import FakeChatModel
 
@@ -124,10 +124,10 @@ def test_a_failed_start_is_remembered_then_tried_again(monkeypatch):
 
 
 def test_an_unavailable_chat_engine_answers_with_its_reason_and_the_question_is_logged(settings):
-    from core import turn
-    from core.chat_session import ChatSession
-    from core.engines import GenerationOptions
-    from core.session_log import read_session
+    from core.chat import turn
+    from core.chat.session import ChatSession
+    from core.engines.api import GenerationOptions
+    from core.store.session_log import read_session
     from ui.resources import Unavailable
 
     engines = core_engines.Engines(Unavailable(ModelLoadError("The chat server did not answer within 10 s.", "Try later.")))

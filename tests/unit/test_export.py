@@ -5,11 +5,11 @@ from dataclasses import replace
 
 import pytest
 
-from core.chat_session import ChatSession
+from core.chat.session import ChatSession
 from core.conversation import Answer, Notice, Question
-from core.export import export_zip, session_from_json, session_to_json, session_to_markdown
 from core.media import load_image
-from core.session_log import SessionLog, read_session, save_media
+from core.store.export import export_zip, session_from_json, session_to_json, session_to_markdown
+from core.store.session_log import SessionLog, read_session, save_media
 from tests.conftest import png_bytes
 from tests.fakes import tone, wav_bytes
 

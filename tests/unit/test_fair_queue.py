@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from core import turn
-from core.chat_session import ChatSession
-from core.fair_queue import FairQueue, queue_for
-from core.vlm import GenerationOptions
+from core.chat import turn
+from core.chat.fair_queue import FairQueue, queue_for
+from core.chat.session import ChatSession
+from core.engines.api import GenerationOptions, Interrupt
 from tests.fakes import FakeChatModel
 
 OPTIONS = GenerationOptions(temperature=0)
@@ -129,11 +129,11 @@ def test_stop_event_while_waiting_ends_the_turn_without_asking_the_model(setting
     engines = turn.Engines(model)
     _, first = ask(settings, engines, "first")
     next(first)
-    stop = threading.Event()
+    stop = Interrupt()
     session = ChatSession(settings)
     asked = turn.ask(session, engines, turn.TurnInput(text="second"))
     threading.Timer(0.3, stop.set).start()
-    events = list(turn.answer(session, engines, asked.index, OPTIONS, stop=stop))
+    events = list(turn.answer(session, engines, asked.index, OPTIONS, interrupt=stop))
     answer = events[-1].answer
     assert answer.status == "stopped" and answer.text == "" and "waiting" in answer.note
     assert len(model.calls) == 1
@@ -143,8 +143,8 @@ def test_stop_event_while_waiting_ends_the_turn_without_asking_the_model(setting
 
 def test_models_load_once_when_many_sessions_start_together(monkeypatch):
     """ui/resources.py loads the engines once per process, however many sessions start together."""
-    from core import vlm
     from core.config import Settings
+    from core.engines import vlm
     from ui import resources
 
     loads = []

@@ -5,8 +5,9 @@ import sqlite3
 import pytest
 
 from core.conversation import Answer, Question
-from core.history_index import MARK_END, MARK_START, HistoryIndex, SyncResult, fts_query
-from core.session_log import SessionLog, media_path, save_media, session_path
+from core.store.history_index import MARK_END, MARK_START, HistoryIndex, SyncResult, fts_query
+from core.store.session_log import SessionLog, media_path, save_media, session_path
+from core.store.sessions import delete_session
 
 
 def make_session(log_dir, *turns, images=(), model="fake"):
@@ -98,7 +99,7 @@ def test_delete_removes_log_unshared_media_and_rows(tmp_path):
     gone = make_session(tmp_path, ("q", "a"), ("q2", "a2"), images=[shared, own])
     index = HistoryIndex(tmp_path)
     index.sync()
-    removed = index.delete(gone.session_id)
+    removed = delete_session(index, gone.session_id)
     assert set(removed) == {gone.path, tmp_path / "media" / f"{own}.png"}
     assert not gone.path.exists() and media_path(tmp_path, own) is None
     assert media_path(tmp_path, shared) is not None and keep.path.exists()
@@ -110,7 +111,7 @@ def test_delete_removes_log_unshared_media_and_rows(tmp_path):
 @pytest.mark.parametrize("bad", ["../x", "/etc/passwd", "..", "20260101-000000-abcdef/../../x", "", "x.jsonl"])
 def test_delete_refuses_what_is_not_a_session_id(tmp_path, bad):
     with pytest.raises(ValueError):
-        HistoryIndex(tmp_path).delete(bad)
+        delete_session(HistoryIndex(tmp_path), bad)
 
 
 def test_symlinks_leading_outside_are_neither_indexed_nor_read(tmp_path):
@@ -150,3 +151,15 @@ def test_truncated_and_garbage_logs_are_indexed_with_what_is_readable(tmp_path):
     (summary,) = index.page()
     assert summary.turns == 1 and summary.notes == 2
     assert [h.turn for h in index.search("first")] == [0]
+
+
+def test_the_index_only_forgets_rows_the_files_are_the_stores(tmp_path):
+    own = "b" * 32
+    save_media(tmp_path, b"own", own, "png")
+    gone = make_session(tmp_path, ("q", "a"), images=[own])
+    index = HistoryIndex(tmp_path)
+    index.sync()
+    assert index.referenced_media() == {own}
+    assert index.forget(gone.session_id) == {own}  # what only it used: the store may remove those
+    assert gone.path.exists() and media_path(tmp_path, own) is not None  # nothing deleted by the index
+    assert rows(tmp_path, "sessions", gone.session_id) == 0 and index.referenced_media() == set()

@@ -10,8 +10,9 @@ from functools import partial
 import pytest
 
 from core.conversation import Answer, Question
-from core.history_index import MAX_INDEXED_CHARS, HistoryIndex
-from core.session_log import LogFolderError, SessionLog, media_path, save_media
+from core.store.history_index import MAX_INDEXED_CHARS, HistoryIndex
+from core.store.session_log import LogFolderError, SessionLog, media_path, save_media
+from core.store.sessions import delete_session
 
 
 def make_session(log_dir, *turns, durable=False):
@@ -59,16 +60,17 @@ def test_a_damaged_index_is_rebuilt_from_the_logs(tmp_path, damage):
 
 def test_each_operation_survives_a_damaged_index(tmp_path):
     many_sessions(tmp_path, 5)
-    for operation in ("sync", "count", "page", "get", "search", "delete"):
+    for operation in ("sync", "count", "page", "get", "search", "forget", "delete"):
         HistoryIndex(tmp_path).sync()
         (tmp_path / "index.sqlite3").write_bytes(os.urandom(8192))
         for leftover in ("index.sqlite3-wal", "index.sqlite3-shm"):
             (tmp_path / leftover).unlink(missing_ok=True)
         index = HistoryIndex(tmp_path)
-        first = index.page(0, 1)[0].session_id if operation == "delete" else None
+        first = index.page(0, 1)[0].session_id if operation in ("forget", "delete") else None
         calls = {
             "sync": index.sync, "count": index.count, "page": index.page, "search": partial(index.search, "car"),
-            "get": partial(index.get, "20200101-000000-abcdef"), "delete": partial(index.delete, first),
+            "get": partial(index.get, "20200101-000000-abcdef"), "forget": partial(index.forget, first),
+            "delete": partial(delete_session, index, first),
         }
         calls[operation]()
         assert sqlite3.connect(tmp_path / "index.sqlite3").execute("PRAGMA quick_check").fetchone()[0] == "ok"
@@ -150,7 +152,7 @@ def test_delete_removes_media_no_session_refers_to_and_keeps_the_rest(tmp_path):
         os.utime(media_path(tmp_path, digest), (old, old))
     gone = make_session(tmp_path, ("deleted", "reply"))
     index = HistoryIndex(tmp_path)
-    removed = index.delete(gone.session_id)
+    removed = delete_session(index, gone.session_id)
     assert removed[0] == gone.path and media_path(tmp_path, "b" * 32) is None
     assert media_path(tmp_path, "a" * 32) and media_path(tmp_path, "c" * 32)  # referenced; too recent
     assert index.count() == 1

@@ -4,9 +4,9 @@ objects continuing one session, and the length limit of a question: real files, 
 import shutil
 import threading
 
-from core.chat_session import MAX_QUESTION_CHARS, ChatSession
+from core.chat.session import MAX_QUESTION_CHARS, ChatSession
 from core.conversation import Answer, Notice, Question
-from core.session_log import LogFolderError, SessionLog, media_path, read_session, save_media, session_path
+from core.store.session_log import LogFolderError, SessionLog, media_path, read_session, save_media, session_path
 
 
 def questions(path) -> list[str]:

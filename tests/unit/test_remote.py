@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import turn
-from core.chat_session import ChatSession
+from core.chat import turn
+from core.chat.session import ChatSession
 from core.conversation import Answer, Exchange, Question
-from core.errors import GenerationError, ModelLoadError, TranscriptionError
-from core.remote import (
+from core.engines.api import GenerationInfo, GenerationOptions, Interrupt, Transcript
+from core.engines.remote import (
     MAX_IMAGE_SIDE,
     RemoteChatModel,
     RemoteTranscriber,
@@ -28,8 +28,7 @@ from core.remote import (
     language_code,
     openai_messages,
 )
-from core.stt import Transcript
-from core.vlm import GenerationOptions
+from core.errors import GenerationError, ModelLoadError, TranscriptionError
 from tests.conftest import png_bytes
 from tests.fakes import tone, wav_bytes
 
@@ -197,9 +196,10 @@ def test_reply_streams_with_the_request_a_server_expects(serve):
     model = connect(server)
     image = Image.new("RGB", (30, 20), "white")
     exchanges = [Exchange(Question("What is it?", image="d"))]
-    chunks = list(model.stream(exchanges, {"d": image}, GenerationOptions(temperature=0.5, top_p=0.8, max_new_tokens=40)))
+    generation = model.stream(exchanges, {"d": image}, GenerationOptions(temperature=0.5, top_p=0.8, max_new_tokens=40))
+    chunks = list(generation)
     assert chunks == ["A ", "red ", "car."]
-    assert model.count_tokens("A red car.") == 7  # as the server counted, not estimated
+    assert generation.info == GenerationInfo(kept_exchanges=1, prompt_tokens=10, completion_tokens=7)  # as the server counted
     request = server.posts()[0]
     assert request["path"] == "/v1/chat/completions" and request["headers"]["authorization"] == "Bearer sk-test"
     body = request["body"]
@@ -226,7 +226,7 @@ def test_a_server_that_keeps_failing_gives_up_with_its_own_words(serve):
 
 def test_stop_closes_the_stream(serve):
     server = serve(sse(*[f"w{i} " for i in range(50)]))
-    stop, got = threading.Event(), []
+    stop, got = Interrupt(), []
     for piece in connect(server).stream(ask(), {}, OPTIONS, stop):
         got.append(piece)
         if len(got) == 2:
@@ -279,9 +279,11 @@ def test_a_server_refusing_stream_options_still_streams(serve):
     server = serve(old_server)
     model = connect(server)
     assert "".join(model.stream(ask(), {}, OPTIONS)) == "fine!"
-    assert "".join(model.stream(ask(), {}, OPTIONS)) == "fine!"
+    generation = model.stream(ask(), {}, OPTIONS)
+    assert "".join(generation) == "fine!"
     assert len(server.posts()) == 3  # refused once, then never asked for again
-    assert model.count_tokens("fine!") == 2  # estimated: about 4 characters a token
+    assert generation.info.completion_tokens == 2  # estimated: about 4 characters a token
+    assert generation.info.prompt_tokens is None  # the server did not say
 
 
 # ---- clear errors
@@ -381,9 +383,9 @@ def test_image_question_through_a_turn_sends_the_uploaded_image(serve, settings)
 
 
 def test_the_app_loads_server_engines_when_configured_and_no_local_model(serve, tmp_path, monkeypatch):
-    from core import vlm
     from core.config import Settings
-    from core.engines import load_engines
+    from core.engines import vlm
+    from core.engines.loading import load_engines
 
     def no_local_model(*args, **kwargs):
         raise AssertionError("the in-process model must not load when OPENAI_BASE_URL is set")

@@ -13,12 +13,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from core import turn
-from core.chat_session import ChatSession
+from core.chat import turn
+from core.chat.session import ChatSession
 from core.conversation import Exchange, Question
+from core.engines.api import GenerationOptions, Interrupt
+from core.engines.remote import RemoteChatModel, RemoteTranscriber
 from core.errors import GenerationError, ModelLoadError, TranscriptionError
-from core.remote import RemoteChatModel, RemoteTranscriber
-from core.vlm import GenerationOptions
 from tests.fakes import tone, wav_bytes
 
 MODEL = "llava-test"
@@ -230,7 +230,7 @@ def test_a_hanging_reply_ends_at_its_first_chunk_deadline_not_after_every_retry(
 def test_stop_ends_a_reply_that_is_still_waiting_for_the_server(server):
     model = chat(server)
     server.fail("hang")
-    stop = threading.Event()
+    stop = Interrupt()
     threading.Timer(0.3, stop.set).start()
     with Timer() as took:
         assert reply(model, stop) == ""

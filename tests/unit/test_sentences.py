@@ -1,6 +1,6 @@
 import pytest
 
-from core.sentences import CLAUSE_AFTER_WORDS, SentenceSplitter, speakable, split_stream
+from core.chat.sentences import CLAUSE_AFTER_WORDS, SentenceSplitter, speakable, split_stream
 
 CASES = [
     ("Hello there. How are you? Fine!", ["Hello there. ", "How are you? ", "Fine!"]),

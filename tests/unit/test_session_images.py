@@ -7,12 +7,12 @@ import weakref
 import pytest
 
 from core import chat_session, turn
-from core.chat_session import ChatSession, ImageGone
+from core.chat.session import ChatSession, ImageGone
 from core.conversation import Question, image_digests
+from core.engines.vlm import GenerationOptions
 from core.errors import AppError
 from core.media import load_image
-from core.session_log import media_path
-from core.vlm import GenerationOptions
+from core.store.session_log import media_path
 from tests.conftest import png_bytes
 from tests.fakes import FakeChatModel
 
@@ -113,7 +113,7 @@ def test_a_continued_session_holds_only_its_current_image(settings, alive):
 
 
 def engines_session_id(settings) -> str:
-    from core.session_log import list_session_files
+    from core.store.session_log import list_session_files
 
     (path,) = list_session_files(settings.log_dir)
     return path.stem

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from core.conversation import Answer, Notice, Question
-from core.session_log import FORMAT_VERSION, SessionLog, media_path, read_session, save_media, session_path
+from core.store.session_log import FORMAT_VERSION, SessionLog, media_path, read_session, save_media, session_path
 
 
 def write_session(log_dir):
@@ -114,7 +114,7 @@ def test_session_ids_cannot_escape_the_log_dir(tmp_path, bad):
 
 def test_sessions_created_in_the_same_second_never_share_a_file(tmp_path, monkeypatch):
     ids = iter(["20260101-000000-aaaaaa", "20260101-000000-aaaaaa", "20260101-000000-bbbbbb"])
-    monkeypatch.setattr("core.session_log.new_session_id", lambda: next(ids))
+    monkeypatch.setattr("core.store.session_log.new_session_id", lambda: next(ids))
     first, second = SessionLog.create(tmp_path), SessionLog.create(tmp_path)
     assert (first.session_id, second.session_id) == ("20260101-000000-aaaaaa", "20260101-000000-bbbbbb")
     assert read_session(first.path).session_id == first.session_id
@@ -132,3 +132,39 @@ def test_media_path_ignores_links_leading_outside(tmp_path):
     (tmp_path / "logs" / "media").mkdir(parents=True)
     (tmp_path / "logs" / "media" / f"{'d' * 32}.png").symlink_to(outside)
     assert media_path(tmp_path / "logs", "d" * 32) is None
+
+
+def test_a_live_session_and_its_log_read_back_are_the_same_conversation(settings):
+    """ChatSession applies each record with the function that read_session applies it with again:
+    edits, regenerated answers, feedback, notices and a cut-off reply come back as they were."""
+    from core.chat.session import ChatSession
+
+    session = ChatSession(settings)
+    first = session.ask(Question("What is it?"))
+    session.answer(first, Answer("A car."))
+    session.feedback(first, 0)
+    session.notify(Notice("That file is not an image.", level="warning"))
+    second = session.ask(Question("Colour?", source="voice", audio="b" * 32))
+    session.answer(second, Answer("Red."))
+    session.edit(second, "Which colour?")
+    session.answer(second, Answer("Dark red."))
+    session.cut_off(second)
+    session.feedback(second, 1)
+    back = read_session(session.log.path).conversation
+    assert back.items == session.conversation.items
+    assert [e.turn.number for e in back.exchanges] == [e.turn.number for e in session.conversation.exchanges] == [0, 1]
+    assert back.items[2].question.text == "Which colour?" and back.items[2].answer.status == "stopped"
+    assert back.items[2].answer.feedback == 1 and back.items[0].answer.feedback == 0
+
+
+def test_a_record_that_does_not_fit_is_refused_by_the_one_apply():
+    from core.conversation import Conversation
+    from core.store.session_log import answer_record, apply, question_record
+
+    conversation = Conversation()
+    with pytest.raises(KeyError):
+        apply(conversation, answer_record(3, Answer("No question.")))
+    with pytest.raises(TypeError):
+        apply(conversation, {**question_record(0, Question("Hi?")), "turn": "zero"})
+    apply(conversation, {"type": "error", "turn": None, "message": "boom"})  # changes nothing
+    assert conversation.items == []

@@ -284,7 +284,7 @@ def test_piper_voice_as_piper_reads_it_is_taken(files):
 
 
 def test_piper_voice_the_bundled_one_passes_the_check():
-    from core.tts import bundled_piper_voice
+    from core.engines.tts import bundled_piper_voice
 
     voice = bundled_piper_voice()
     if voice is None:

@@ -1,11 +1,11 @@
-"""Which Whisper runs where (core.stt's choice), and the bundled multilingual base joined from its two
+"""Which Whisper runs where (core.engines.stt's choice), and the bundled multilingual base joined from its two
 packages: fakes for the models, real files for the join."""
 
 import os
 
 import pytest
 
-from core import stt
+from core.engines import stt
 
 
 class Loader:

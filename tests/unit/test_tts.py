@@ -4,9 +4,8 @@ from dataclasses import replace
 
 import pytest
 
-from core import tts
-from core.errors import SpeechError
-from core.tts import (
+from core.engines import tts
+from core.engines.tts import (
     CachedSpeaker,
     EspeakSpeaker,
     GTTSSpeaker,
@@ -17,6 +16,7 @@ from core.tts import (
     join_speech,
     make_speaker,
 )
+from core.errors import SpeechError
 from tests.fakes import FakeSpeaker
 
 

@@ -4,10 +4,10 @@ import time
 import numpy as np
 import pytest
 
-from core import turn
-from core.chat_session import ChatSession
-from core.session_log import media_path, read_session
-from core.vlm import GenerationOptions
+from core.chat import turn
+from core.chat.session import ChatSession
+from core.engines.api import HEARTBEAT, GenerationInfo, GenerationOptions, Interrupt, generation
+from core.store.session_log import media_path, read_session
 from tests.conftest import png_bytes
 from tests.fakes import FakeChatModel, FakeSpeaker, FakeTranscriber, tone, wav_bytes
 
@@ -217,18 +217,20 @@ def test_speech_failure_is_noted_once_however_many_sentences_fail(settings):
 class SilentModel(FakeChatModel):
     """A model (a hanging server, a long prompt) that sends only heartbeats until stopped."""
 
+    @generation
     def stream(self, exchanges, images, options, stop=None):
         while not stop.is_set():
             time.sleep(0.01)
-            yield ""
+            yield HEARTBEAT
+        return GenerationInfo(len(exchanges), completion_tokens=0)
 
 
 def test_heartbeats_let_stop_end_a_reply_that_has_not_started(settings):
     engines = turn.Engines(SilentModel(), None, FakeSpeaker())
     session = ChatSession(settings)
     asked = turn.ask(session, engines, turn.TurnInput(text="Hello?"))
-    stop, beats = threading.Event(), 0
-    for event in turn.answer(session, engines, asked.index, OPTIONS, stop=stop):
+    stop, beats = Interrupt(), 0
+    for event in turn.answer(session, engines, asked.index, OPTIONS, interrupt=stop):
         assert not isinstance(event, turn.Token)  # a heartbeat is no text
         if isinstance(event, turn.Working):
             beats += 1

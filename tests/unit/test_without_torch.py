@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from core.config import Settings
-from core.engines import NothingConfigured, load_engines
+from core.engines.loading import NothingConfigured, load_engines
 from tests.conftest import ROOT
 from tests.unit.test_remote import ScriptedServer, sse
 
@@ -61,9 +61,9 @@ def test_the_front_end_answers_through_a_server_without_the_in_process_packages(
 
 
 def test_load_engines_names_what_is_missing(monkeypatch, tmp_path):
-    import core.engines
+    import core.engines.loading
 
-    monkeypatch.setattr(core.engines, "find_spec", lambda name: None if name == "transformers" else object())
+    monkeypatch.setattr(core.engines.loading, "find_spec", lambda name: None if name == "transformers" else object())
     settings = Settings.from_env({"LOG_DIR": str(tmp_path), "TTS_ENGINE": "none"})
     with pytest.raises(NothingConfigured) as raised:
         load_engines(settings)

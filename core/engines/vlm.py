@@ -1,7 +1,7 @@
 """The in-process LLaVA (transformers): load, quantise, warm up, and stream replies.
 
 A model takes the exchanges of the current visual context and yields the reply in chunks
-(core.engines.ChatModel). Decoding runs in one worker thread that owns the model (core.decoding).
+(core.engines.api.ChatModel). Decoding runs in one worker thread that owns the model (core.engines.decoding).
 """
 
 from __future__ import annotations
@@ -11,13 +11,21 @@ import queue
 import threading
 import time
 from importlib.util import find_spec
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from PIL import Image
 
 from core.conversation import Exchange, Question, build_messages, image_digests, trimmings
-from core.decoding import PREFILL_MULTIPLE, WARM_UP_TOKENS, Decoder, Detokenizer, Sampling, shared_worker
-from core.engines import HEARTBEAT_S, ChatModel, GenerationOptions, TokenCounts  # noqa: F401  (ChatModel: what this implements)
+from core.engines.api import (  # noqa: F401  (ChatModel: what this implements)
+    HEARTBEAT,
+    HEARTBEAT_S,
+    ChatModel,
+    GenerationInfo,
+    GenerationOptions,
+    Interrupt,
+    generation,
+)
+from core.engines.decoding import PREFILL_MULTIPLE, WARM_UP_TOKENS, Decoder, Detokenizer, Sampling, shared_worker
 from core.errors import GenerationError, ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -39,8 +47,7 @@ class LlavaModel:
         self.name = name
         self.note = note  # how it was loaded, when that differs from what was asked
         self.token_timeout_s = token_timeout_s
-        self.lock = threading.Lock()  # one turn at a time; core.turn queues turns first come, first served
-        self.generated = TokenCounts()
+        self.lock = threading.Lock()  # one turn at a time; core.chat.turn queues turns first come, first served
         text_config = model.config.get_text_config()
         context = getattr(text_config, "max_position_embeddings", 4096)
         if cache_tokens:
@@ -53,7 +60,7 @@ class LlavaModel:
     @classmethod
     def load(cls, model_id: str, quant: str = "none", device: str = "cpu", token_timeout_s: float = 300.0,
              cache_tokens: int | None = None, progress=None) -> "LlavaModel":
-        """Load LLAVA_MODEL, quantise it (core.quant), and warm it up.
+        """Load LLAVA_MODEL, quantise it (core.engines.quant), and warm it up.
 
         On CUDA: 4bit is HQQ + gemlite, nf4/8bit are bitsandbytes, none is fp16; 4bit and none are
         compiled with CUDA graphs, and the warm-up compiles and records them, so that no user's turn
@@ -61,7 +68,7 @@ class LlavaModel:
         and the vision tower, with a picture read as a whole plus one tile (cpu_grid); none is fp32
         with the model's own grid (bench/cpu_first_answer.py measures both).
         """
-        from core import quant as quantisation
+        from core.engines import quant as quantisation
 
         progress = progress or logger.info
         quant, note = _available(quant, device)
@@ -103,7 +110,7 @@ class LlavaModel:
             for _ in self.stream(question, blank, GenerationOptions(temperature=0, max_new_tokens=WARM_UP_TOKENS)):
                 pass
         self.worker.submit(lambda job: self.decoder.capture_part_graph()).done.wait()
-        from core.quant import warm_up_lengths
+        from core.engines.quant import warm_up_lengths
 
         for length in warm_up_lengths(self.decoder.prefill_sizes()):  # a prompt length of each kernel class
             self.worker.submit(lambda job, n=length: self.decoder.warm_prefill(n)).done.wait()
@@ -124,10 +131,7 @@ class LlavaModel:
         return self.worker.submit(work)
 
     def count_tokens(self, text: str) -> int:
-        """Tokens generated for this reply, when it is a recent one; else tokens of the text."""
-        counted = self.generated.get(text)
-        if counted is not None:
-            return counted
+        """Tokens of the text (a reply's own count is its Generation's info)."""
         return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def prompt(self, exchanges: Sequence[Exchange], system_prompt: str = "") -> str:
@@ -176,34 +180,34 @@ class LlavaModel:
         """Tokens of the prompt text as the processor tokenises it, each <image> counted as one."""
         return len(self.processor.tokenizer(prompt)["input_ids"])
 
-    def stream(self, exchanges, images, options: GenerationOptions, stop: threading.Event | None = None) -> Iterator[str]:
-        stop = stop or threading.Event()
+    @generation
+    def stream(self, exchanges, images, options: GenerationOptions, stop: Interrupt | None = None):
+        stop = stop or Interrupt()
         kept, inputs, max_new_tokens = self.fit(exchanges, images, options)
         if len(kept) < len(exchanges):
             logger.info("trimmed %d old exchanges to fit the context", len(exchanges) - len(kept))
         sampling = Sampling(options.temperature, options.top_p)
 
         image = next(iter(image_digests(kept)), None)
+        prefill: dict = {}  # this turn's prompt_tokens, cached_tokens, prefill_s (read in the worker)
 
         def work(job) -> None:  # in the worker thread
             for token_id in self.decoder.tokens(inputs, max_new_tokens, sampling,
                                                 lambda: stop.is_set() or job.halt.is_set(), image):
+                prefill.update(prefill or self.decoder.last)
                 job.out.put(token_id)
 
         job = self.worker.submit(work)
         text, produced = Detokenizer(self.processor.tokenizer), 0
-        reply = ""
         try:
             for ids in job.results(self.token_timeout_s, HEARTBEAT_S):
                 if not ids:
-                    yield ""  # a heartbeat: the prompt is long, or another model's turn runs first
+                    yield HEARTBEAT  # a heartbeat: the prompt is long, or another model's turn runs first
                     continue
                 produced += len(ids)
                 if chunk := text.add(ids):
-                    reply += chunk
                     yield chunk
             if chunk := text.flush():
-                reply += chunk
                 yield chunk
         except queue.Empty as e:
             raise GenerationError(f"The model produced nothing for {self.token_timeout_s:.0f} s.", "Try again.") from e
@@ -212,7 +216,8 @@ class LlavaModel:
         finally:
             job.halt.set()  # the reader stopped early or went away: end the work at the next token
             job.done.wait(FINISH_WAIT_S)
-        self.generated.remember(reply, produced)
+        return GenerationInfo(len(kept), inputs["input_ids"].shape[1], produced,
+                              prefill.get("cached_tokens"), prefill.get("prefill_s"))
 
 
 def _weights(model_id: str, quant: str, device: str, progress):
@@ -221,8 +226,8 @@ def _weights(model_id: str, quant: str, device: str, progress):
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from core import quant as quantisation
-    from core import saved_model
+    from core.engines import quant as quantisation
+    from core.engines import saved_model
 
     kwargs: dict = {"dtype": torch.float16 if device == "cuda" else torch.float32}
     if quant in ("nf4", "8bit"):
@@ -240,7 +245,7 @@ def _weights(model_id: str, quant: str, device: str, progress):
     except Exception as e:
         raise ModelLoadError(
             f"Could not load the model LLAVA_MODEL={model_id!r}: {e}",
-            "Set LLAVA_MODEL to a local model folder (offline, `python -m core.tiny_llava "
+            "Set LLAVA_MODEL to a local model folder (offline, `python -m tests.tiny_llava "
             "models/tiny-llava` builds a random test model), or connect to the Hugging Face hub.",
         ) from e
     if quant == "4bit":
@@ -256,7 +261,7 @@ def _keep_compiled_kernels() -> None:
     under /tmp (gone at a reboot), and a restart that finds them compiles and tunes nothing."""
     import os
 
-    from core.saved_model import cache_folder
+    from core.engines.saved_model import cache_folder
 
     root = cache_folder().parent
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root / "inductor"))

@@ -11,22 +11,33 @@ the question exists) or a partial, marked Answer (after), and the turn is always
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
-from core.chat_session import ChatSession
+from core.chat.fair_queue import Ticket, queue_for
+from core.chat.sentences import SentenceSplitter, speakable
+from core.chat.session import ChatSession
 from core.conversation import Answer, Notice, Question, Status
-from core.engines import Engines, GenerationOptions, Transcriber, Transcript
+from core.engines.api import (
+    FAILED,
+    HEARTBEAT,
+    READER_LEFT,
+    Engines,
+    GenerationInfo,
+    GenerationOptions,
+    Interrupt,
+    Speaker,
+    Speech,
+    Transcriber,
+    Transcript,
+)
+from core.engines.tts import join_speech
 from core.errors import AppError, InvalidAudio, SpeechError
-from core.fair_queue import Ticket, queue_for
 from core.media import AudioInput, digest, load_audio
-from core.sentences import SentenceSplitter, speakable
-from core.session_log import save_media
-from core.tts import Speaker, Speech, join_speech
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +160,7 @@ def _spoken(session: ChatSession, engines: Engines, typed: Question, recording: 
     transcript = _transcribe(session, engines.transcriber, audio)
     if not transcript.text:
         raise InvalidAudio("I heard nothing — try again.", "Speak a little louder or closer.")
-    save_media(session.log_dir, audio.data, audio.digest, "wav")  # kept only with a question that uses it
+    session.keep_media(audio.data, audio.digest, "wav")  # kept only with a question that uses it
     return Question(text=f"{transcript.text}\n\n{typed.text}".strip(), source="voice", language=transcript.language,
                     audio=audio.digest)
 
@@ -170,32 +181,52 @@ def _transcribe(session: ChatSession, transcriber: Transcriber, audio: AudioInpu
         ) from e
 
 
+@dataclass
+class _Draft:
+    """The answer being written: what the stages add to it, folded into the Answer at the end."""
+
+    text: str = ""
+    status: Status = "complete"
+    notes: list[str] = field(default_factory=list)  # shown under the reply, in this order
+    spoken: list[Speech] = field(default_factory=list)
+    clock: _Clock = field(default_factory=_Clock)
+    info: GenerationInfo | None = None
+
+    def stopped(self, why: str) -> None:
+        if self.status == "complete":
+            self.status = "stopped"
+            self.notes.insert(0, why)
+
+    def failed(self, note: str) -> None:
+        self.status = "partial" if self.text else "error"
+        self.notes.insert(0, note)
+
+    def note(self, note: str) -> None:
+        if note not in self.notes:
+            self.notes.append(note)
+
+
 class Reply:
     """The reply to the question at item index, being written: iterate it for the events
     (Waiting, Working, Token, Sentence, Spoken, then Done); afterwards `.answer` holds what was
     kept (complete, partial, stopped or error), which is also in the conversation and the log.
 
-    Closing it early (Stop, a rerun, a closed tab) keeps the text written so far, marked stopped.
+    A chain of small stages, each passing the events on and adding its own: the queue and the model
+    (_model), the sentences (_sentences), the speech (_speech); the record (_record) folds the draft
+    into the Answer. One Interrupt reaches them all: set it (Stop, the user talking over the reply)
+    and every stage ends at its next step; closing the reply early (a rerun, a closed tab) sets it
+    too. Either way the text written so far is kept, marked stopped.
     """
 
     def __init__(self, session: ChatSession, engines: Engines, index: int, options: GenerationOptions,
-                 speak: bool = True, stop: threading.Event | None = None, timings: dict[str, float] | None = None):
+                 speak: bool = True, interrupt: Interrupt | None = None, timings: dict[str, float] | None = None):
         self.session, self.engines, self.index, self.options = session, engines, index, options
-        self.stop = stop or threading.Event()
+        self.interrupt = interrupt or Interrupt()
         self.asked_timings = timings or {}  # those of asking (stt_s), kept with the answer's own
-        self.question = session.exchange(index).question
-        self.context = session.conversation.visual_context(upto=index)
-        self.speaker = engines.speaker if speak else None
-        self.clock = _Clock()
-        self.text = ""
-        self.status: Status = "complete"
-        self.notes: list[str] = []  # shown under the reply, in this order
-        self.spoken: list[Speech] = []
+        self.draft = _Draft()
+        speaker = engines.speaker if speak else None
+        self.voice = _Voice(speaker, session.exchange(index).question.language) if speaker else None
         self.answer: Answer | None = None  # set when the reply is over
-        self._splitter = SentenceSplitter()
-        self._speech: list[Future] = []  # sentences being spoken, in order
-        self._speech_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts") if self.speaker else None
-        self._finished = False
         self._events = self._run()
 
     def __iter__(self) -> "Reply":
@@ -210,123 +241,161 @@ class Reply:
 
     def _run(self) -> Iterator[Event]:
         try:
-            try:
-                yield from self._generate()
-            except AppError as e:
-                self._failed(f"{e} The reply above is incomplete." if self.text else str(e), str(e))
-            except Exception as e:  # noqa: BLE001  (a bug: keep the turn, show a short message, log the traceback)
-                logger.exception("generation failed")
-                self._failed(f"Something went wrong while writing the reply ({type(e).__name__}: {e}).", repr(e))
-            if self.status != "complete":
-                self.stop.set()
-            for sentence in self._splitter.flush():
-                yield Sentence(sentence)
-                if self.status == "complete":
-                    self._say(sentence)
-            yield from self._ready_speech(wait=True)
-            yield Done(self.index, self._finish())
+            yield from self._speech(self._sentences(self._model()))
+            yield Done(self.index, self._record())
         finally:
-            if not self._finished:  # the reader went away (Stop, a rerun, a closed tab): keep what was written
-                self.stop.set()
-                self._stopped("Stopped before the end.")
-                self._finish()
+            if self.answer is None:  # the reader went away (Stop, a rerun, a closed tab): keep what was written
+                self.interrupt.set(READER_LEFT)
+                self.draft.stopped("Stopped before the end.")
+                self._record()
+
+    def _model(self) -> Iterator[Event]:
+        """The queue and the model: Waiting while other turns hold the model, then Working and Token.
+        A failure ends the reply here, marked partial or error; the stages after it go on."""
+        try:
+            with _turn_at(self.engines.chat.lock) as ticket:
+                if ticket is not None and not ticket.wait(timeout=0):
+                    yield from _wait_for_the_model(ticket, self.interrupt)
+                self.draft.clock.first("wait_s")
+                if self.interrupt.is_set():  # while waiting: nothing was written
+                    self.draft.stopped("Stopped while waiting for the model.")
+                    return
+                yield from self._generate()
+        except AppError as e:
+            self._failed(f"{e} The reply above is incomplete." if self.draft.text else str(e), str(e))
+        except Exception as e:  # noqa: BLE001  (a bug: keep the turn, show a short message, log the traceback)
+            logger.exception("generation failed")
+            self._failed(f"Something went wrong while writing the reply ({type(e).__name__}: {e}).", repr(e))
 
     def _generate(self) -> Iterator[Event]:
-        """Wait for the model (when it serves one turn at a time), then stream the reply."""
-        lock = self.engines.chat.lock
-        ticket = queue_for(lock).join() if lock is not None else None
+        """Stream the model's Generation; the engine ends it early once the interrupt is set."""
+        clock, start = self.draft.clock, time.perf_counter()
+        context = self.session.conversation.visual_context(upto=self.index)
+        generation = self.engines.chat.stream(context, self.session.images, self.options, self.interrupt)
         try:
-            if ticket is not None and not ticket.wait(timeout=0):
-                yield from _wait_for_the_model(ticket, self.stop)
-            self.clock.first("wait_s")
-            if self.stop.is_set():  # while waiting: nothing was written
-                self._stopped("Stopped while waiting for the model.")
-                return
-            yield from self._stream()
+            for chunk in generation:
+                if chunk == HEARTBEAT:  # the engine is still at work: the page gets a moment to act on Stop
+                    yield Working()
+                    continue
+                clock.first("ttft_s", start)
+                self.draft.text += chunk
+                yield Token(chunk)
         finally:
-            if ticket is not None:
-                ticket.leave()
-
-    def _stream(self) -> Iterator[Event]:
-        start = time.perf_counter()
-        chunks = self.engines.chat.stream(self.context, self.session.images, self.options, self.stop)
-        for chunk in chunks:
-            if not chunk:  # a heartbeat: the engine is still at work, the page gets a moment to act on Stop
-                yield Working()
-                if self.stop.is_set():
-                    break
-                continue
-            self.clock.first("ttft_s", start)
-            self.text += chunk
-            yield Token(chunk)
-            for sentence in self._splitter.feed(chunk):
-                self.clock.first("first_sentence_s")
-                yield Sentence(sentence)
-                self._say(sentence)
-            yield from self._ready_speech(wait=False)
-            if self.stop.is_set():
-                break
-        self.clock.timings["generate_s"] = self.clock.since(start)
-        if self.stop.is_set():  # Stop was pressed, or the engine ended early because of it
-            self._stopped("Stopped before the end.")
-
-    def _stopped(self, why: str) -> None:
-        if self.status == "complete":
-            self.status = "stopped"
-            self.notes.insert(0, why)
+            generation.close()
+        clock.timings["generate_s"] = clock.since(start)
+        self.draft.info = generation.info
+        if self.interrupt.is_set():  # Stop was pressed, or the engine ended early because of it
+            self.draft.stopped("Stopped before the end.")
 
     def _failed(self, note: str, logged: str) -> None:
-        self.status = "partial" if self.text else "error"
-        self.notes.insert(0, note)
+        self.draft.failed(note)
+        self.interrupt.set(FAILED)
         self.session.error(self.index, logged, traceback.format_exc())
 
-    def _say(self, sentence: str) -> None:
-        if self._speech_pool and (words := speakable(sentence)):
-            self._speech.append(self._speech_pool.submit(_timed_speak, self.speaker, words, self.question.language))
+    def _sentences(self, events: Iterator[Event]) -> Iterator[Event]:
+        """The events, each Token followed by the sentences it completes; the rest when the text ends."""
+        splitter = SentenceSplitter()
+        for event in events:
+            yield event
+            if isinstance(event, Token):
+                for sentence in splitter.feed(event.text):
+                    self.draft.clock.first("first_sentence_s")
+                    yield Sentence(sentence)
+        for sentence in splitter.flush():
+            yield Sentence(sentence)
 
-    def _ready_speech(self, wait: bool) -> Iterator[Spoken]:
-        """The spoken sentences that are ready (all of them, in order, when wait)."""
-        while self._speech and (wait or self._speech[0].done()):
-            try:
-                speech, seconds = self._speech.pop(0).result()
-            except SpeechError as e:
-                self._note(f"Speech failed: {e}")  # once per reply, however many sentences fail
+    def _speech(self, events: Iterator[Event]) -> Iterator[Event]:
+        """The events, with each sentence spoken (in a worker) until the interrupt; Spoken as soon as
+        its audio is ready, in order, and every one asked for before the end."""
+        for event in events:
+            yield event
+            if self.voice is None:
                 continue
-            self.clock.first("first_audio_s")
-            self.clock.add("tts_s", seconds)
+            if isinstance(event, Sentence) and not self.interrupt.is_set():
+                self.voice.say(event.text)
+            yield from self._spoken(wait=False)
+        if self.voice is not None:
+            yield from self._spoken(wait=True)
+
+    def _spoken(self, wait: bool) -> Iterator[Spoken]:
+        clock = self.draft.clock
+        for speech, seconds in self.voice.ready(wait, self.draft.note):
+            clock.first("first_audio_s")
+            clock.add("tts_s", seconds)
             if speech.note:
-                self._note(speech.note)
-            self.spoken.append(speech)
+                self.draft.note(speech.note)
+            self.draft.spoken.append(speech)
             yield Spoken(speech)
 
-    def _note(self, note: str) -> None:
-        if note not in self.notes:
-            self.notes.append(note)
-
-    def _finish(self) -> Answer:
-        """Record the answer as it stands (complete, partial or stopped)."""
-        self._finished = True
-        if self._speech_pool:
-            self._speech_pool.shutdown(wait=False, cancel_futures=self.status != "complete")
-        timings = self.clock.timings
-        if timings.get("generate_s"):
-            tokens = self.engines.chat.count_tokens(self.text) if self.text else 0
-            timings["tokens_per_s"] = round(tokens / timings["generate_s"], 2)
+    def _record(self) -> Answer:
+        """Fold the draft into the Answer (complete, partial or stopped) and record it."""
+        draft = self.draft
+        if self.voice is not None:
+            self.voice.close(cancel=draft.status != "complete")
+        timings = draft.clock.timings
+        timings.update(_facts(draft.info, timings.get("generate_s"), bool(draft.text)))
         timings.update(self.asked_timings)
-        self.clock.first("total_s")
-        audio, audio_format = _store_speech(self.session, self.spoken, self.notes)
-        self.answer = Answer(self.text, self.status, " ".join(self.notes), audio, audio_format, timings)
+        draft.clock.first("total_s")
+        audio, audio_format = _store_speech(self.session, draft.spoken, draft.notes)
+        self.answer = Answer(draft.text, draft.status, " ".join(draft.notes), audio, audio_format, timings)
         self.session.answer(self.index, self.answer)
         return self.answer
 
 
+class _Voice:
+    """Sentences spoken one after another in a worker thread, their audio handed back in order."""
+
+    def __init__(self, speaker: Speaker, language: str):
+        self.speaker, self.language = speaker, language
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts")
+        self._pending: list[Future] = []  # sentences being spoken, in order
+
+    def say(self, sentence: str) -> None:
+        if words := speakable(sentence):
+            self._pending.append(self._pool.submit(_timed_speak, self.speaker, words, self.language))
+
+    def ready(self, wait: bool, note) -> Iterator[tuple[Speech, float]]:
+        """(speech, seconds) of the sentences that are ready (all of them, in order, when wait); a
+        failure is passed to note (the reply notes it once, however many sentences fail)."""
+        while self._pending and (wait or self._pending[0].done()):
+            try:
+                yield self._pending.pop(0).result()
+            except SpeechError as e:
+                note(f"Speech failed: {e}")
+
+    def close(self, cancel: bool) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=cancel)
+
+
+def _facts(info: GenerationInfo | None, generate_s: float | None, wrote: bool) -> dict[str, float]:
+    """The generation's facts kept with the timings: tokens/s, the token counts, the prefill."""
+    if info is None:
+        return {}
+    facts = {name: value for name, value in (("prompt_tokens", info.prompt_tokens), ("cached_tokens", info.cached_tokens),
+             ("completion_tokens", info.completion_tokens), ("prefill_s", info.prefill_s)) if value is not None}
+    if generate_s and info.completion_tokens is not None:
+        facts["tokens_per_s"] = round((info.completion_tokens if wrote else 0) / generate_s, 2)
+    return facts
+
+
+@contextmanager
+def _turn_at(lock) -> Iterator[Ticket | None]:
+    """A place in the line for the model (None when it serves every turn at once), left at the end."""
+    ticket = queue_for(lock).join() if lock is not None else None
+    try:
+        yield ticket
+    finally:
+        if ticket is not None:
+            ticket.leave()
+
+
 def answer(session: ChatSession, engines: Engines, index: int, options: GenerationOptions, speak: bool = True,
-           stop: threading.Event | None = None, timings: dict[str, float] | None = None) -> Reply:
+           interrupt: Interrupt | None = None, timings: dict[str, float] | None = None) -> Reply:
     """Generate, stream and speak the answer to the question at index, and log it: a Reply to iterate.
 
     timings: those of asking (stt_s), kept with the answer's own.
     """
-    return Reply(session, engines, index, options, speak, stop, timings)
+    return Reply(session, engines, index, options, speak, interrupt, timings)
 
 
 def waiting_message(ahead: int) -> str:
@@ -337,10 +406,10 @@ def waiting_message(ahead: int) -> str:
     return f"{ahead} people are ahead of you; the model answers one question at a time…"
 
 
-def _wait_for_the_model(ticket: Ticket, stop: threading.Event) -> Iterator[Waiting]:
-    """Yield the place in the line until the ticket holds the model (or Stop is pressed)."""
+def _wait_for_the_model(ticket: Ticket, interrupt: Interrupt) -> Iterator[Waiting]:
+    """Yield the place in the line until the ticket holds the model (or the reply is interrupted)."""
     shown, shown_at = None, 0.0
-    while not stop.is_set():
+    while not interrupt.is_set():
         ahead = ticket.ahead
         if ahead != shown or time.monotonic() - shown_at >= WAIT_HEARTBEAT_S:
             yield Waiting(waiting_message(ahead), ahead)
@@ -365,5 +434,5 @@ def _store_speech(session: ChatSession, parts: list[Speech], notes: list[str]) -
         whole = join_speech([p for p in parts if p.format == parts[0].format])
         notes.append("Part of the reply was spoken by another engine and is not in the saved audio.")
     key = digest(whole.audio)
-    save_media(session.log_dir, whole.audio, key, whole.format)
+    session.keep_media(whole.audio, key, whole.format)
     return key, whole.format

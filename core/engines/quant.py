@@ -46,7 +46,7 @@ def language_model(model):
 
 
 def hqq_settings() -> dict:
-    """What a kept 4-bit model was made with (core.saved_model keys its file on it)."""
+    """What a kept 4-bit model was made with (core.engines.saved_model keys its file on it)."""
     return {"method": "hqq", "bits": HQQ_BITS, "group_size": HQQ_GROUP_SIZE, "axis": 1, "kernels": "gemlite"}
 
 

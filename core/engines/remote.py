@@ -6,10 +6,10 @@ different sessions run at the same time. Talking HTTP is the openai SDK's job; w
 the translation: exchanges and PIL images -> chat messages with data URLs, the streamed chunks
 -> text, and every failure of the server -> an AppError that names the server and says what to fix.
 
-The client, its budgets and retries, and what each failure means are core.openai_server's: the
+The client, its budgets and retries, and what each failure means are core.engines.openai_client's: the
 start-up check (/v1/models) is one attempt of PROBE_TIMEOUT_S; a reply's first chunk must come
 within FIRST_CHUNK_TIMEOUT_S, a transcription within TRANSCRIBE_TIMEOUT_S, retries included. A
-reply is read in a worker thread: the caller's thread waits on a queue and watches the Stop event.
+reply is read in a worker thread: the caller's thread waits on a queue; both watch the reply's Interrupt.
 """
 
 from __future__ import annotations
@@ -27,11 +27,16 @@ import openai
 from PIL import Image
 
 from core.conversation import Exchange, build_messages, image_digests, trimmings
-from core.engines import HEARTBEAT_S, GenerationOptions, TokenCounts, Transcript
-from core.errors import GenerationError, TranscriptionError
-from core.lru import LRU
-from core.media import SAMPLE_RATE, wav_bytes
-from core.openai_server import (
+from core.engines.api import (
+    HEARTBEAT,
+    HEARTBEAT_S,
+    GenerationInfo,
+    GenerationOptions,
+    Interrupt,
+    Transcript,
+    generation,
+)
+from core.engines.openai_client import (
     MALFORMED,
     MAX_RETRIES,
     PROBE_TIMEOUT_S,
@@ -46,12 +51,15 @@ from core.openai_server import (
     served_models,
     shown_url,
 )
+from core.errors import GenerationError, TranscriptionError
+from core.lru import LRU
+from core.media import SAMPLE_RATE, wav_bytes
 
 logger = logging.getLogger(__name__)
 
 FIRST_CHUNK_TIMEOUT_S = 60.0  # a reply's first text: the whole request, retries included
 TRANSCRIBE_TIMEOUT_S = 60.0  # a transcription: the whole request, retries included
-STOP_POLL_S = 0.1  # a reply being waited for checks the Stop event this often
+STOP_POLL_S = 0.1  # a reply being waited for checks its Interrupt this often
 MAX_IMAGE_SIDE = 2048  # pixels; larger images are scaled down before sending (llava-v1.6 tiles up to 1008, OneVision 2304)
 JPEG_QUALITY = 90  # photos go as JPEG; images with transparency as PNG
 # How servers say that the prompt and max_tokens do not fit (vLLM, OpenAI, TGI); the oldest exchanges are then dropped.
@@ -113,7 +121,6 @@ class RemoteChatModel:
         self.name = f"{model} (OpenAI-compatible server at {self.where})"
         self.note = note
         self._usage_in_stream = True  # ask for the token count in the last chunk until the server refuses
-        self.generated = TokenCounts()  # reply text -> tokens, as the server counted them
         self._images: LRU[str, str] = LRU(32)  # image digest -> data URL
 
     @classmethod
@@ -128,11 +135,6 @@ class RemoteChatModel:
         return cls(client, pick_model(model, served, where, "LLAVA_REMOTE_MODEL"), base_url, extra_body=extra_body,
                    max_retries=max_retries, first_chunk_timeout_s=first_chunk_timeout_s)
 
-    def count_tokens(self, text: str) -> int:
-        """Tokens of a reply as the server counted them; about 4 characters a token otherwise."""
-        counted = self.generated.get(text)
-        return counted if counted is not None else -(-len(text) // 4)
-
     def _image_url(self, key: str, image: Image.Image) -> str:
         """Encode each image once (key: its content digest): every turn of its visual context sends it again."""
         if (url := self._images.get(key)) is None:
@@ -145,7 +147,8 @@ class RemoteChatModel:
         return openai_messages(exchanges, urls, system_prompt)
 
     def _open(self, exchanges: Sequence[Exchange], images, options: GenerationOptions):
-        """Start a streamed completion; on "context too long" drop the oldest exchanges and retry."""
+        """Start a streamed completion; on "context too long" drop the oldest exchanges and retry.
+        Returns the stream and how many exchanges were kept."""
         for kept in trimmings(exchanges):  # raises GenerationError after the shortest
             try:
                 opened = self._request(self.messages(kept, images, options.system_prompt), options)
@@ -155,7 +158,7 @@ class RemoteChatModel:
                 raise
             if len(kept) < len(exchanges):
                 logger.info("trimmed %d old exchanges to fit the server's context", len(exchanges) - len(kept))
-            return opened
+            return opened, len(kept)
         raise AssertionError("unreachable: trimmings() raises when nothing is left to drop")
 
     def _request(self, messages: list[dict], options: GenerationOptions):
@@ -176,7 +179,7 @@ class RemoteChatModel:
             request.pop("stream_options")
             return self.client.chat.completions.create(**request)
 
-    def _open_retrying(self, exchanges, images, options: GenerationOptions, cancel: threading.Event, deadline: float):
+    def _open_retrying(self, exchanges, images, options: GenerationOptions, stop: Interrupt, deadline: float):
         """_open, retried on 408/409/429/5xx and lost connections while the deadline allows."""
         attempt = 0
         while True:
@@ -184,22 +187,23 @@ class RemoteChatModel:
                 return self._open(exchanges, images, options)
             except openai.APIError as e:
                 wait = retry_wait(e, attempt, self.max_retries, deadline)
-                if wait is None or cancel.wait(wait):
+                if wait is None or stop.wait(wait):
                     raise
                 logger.info("chat server at %s: %s; retrying in %.1f s", self.where, type(e).__name__, wait)
                 attempt += 1
 
-    def _read(self, exchanges, images, options: GenerationOptions, out: queue.Queue, cancel: threading.Event,
+    def _read(self, exchanges, images, options: GenerationOptions, out: queue.Queue, stop: Interrupt,
               deadline: float) -> None:
-        """The worker: open the stream and put ("text", str), ("tokens", int), ("end", None) or
-        ("error", exception) on out. When cancelled it closes the stream at its next chunk (the
+        """The worker: open the stream and put ("kept", int), ("text", str), ("usage", dict), ("end", None)
+        or ("error", exception) on out. Once stopped it closes the stream at its next chunk (the
         server then cancels the generation)."""
         chunks = None
         try:
-            chunks = self._open_retrying(exchanges, images, options, cancel, deadline)
+            chunks, kept = self._open_retrying(exchanges, images, options, stop, deadline)
+            out.put(("kept", kept))
             received = False
             for chunk in chunks:
-                if cancel.is_set():
+                if stop.is_set():
                     return
                 received = True
                 for kind, value in chunk_parts(chunk):
@@ -213,45 +217,60 @@ class RemoteChatModel:
             if chunks is not None:
                 chunks.close()
 
-    def stream(self, exchanges, images, options: GenerationOptions, stop: threading.Event | None = None) -> Iterator[str]:
-        """Yield the reply chunk by chunk. The first text must come within first_chunk_timeout_s
-        (retries included). Stop (checked every STOP_POLL_S, also while waiting) or closing this
-        generator ends the wait at once; the worker then closes the HTTP stream, which makes the
-        server cancel the generation."""
-        stop = stop or threading.Event()
+    @generation
+    def stream(self, exchanges, images, options: GenerationOptions, stop: Interrupt | None = None):
+        """Yield the reply chunk by chunk, then return its GenerationInfo. The first text must come
+        within first_chunk_timeout_s (retries included). Stop (checked every STOP_POLL_S, also while
+        waiting) or closing this generator ends the wait at once; the worker then closes the HTTP
+        stream, which makes the server cancel the generation."""
+        stop = stop or Interrupt()
         out: queue.Queue = queue.Queue()
-        cancel = threading.Event()
         deadline = time.monotonic() + self.first_chunk_timeout_s
-        threading.Thread(target=self._read, args=(exchanges, images, options, out, cancel, deadline),
+        threading.Thread(target=self._read, args=(exchanges, images, options, out, stop, deadline),
                          name="chat-stream", daemon=True).start()
-        text, tokens, beat = "", None, time.monotonic()
+        facts: dict = {"kept_exchanges": len(exchanges)}
+        text, ended = "", False
         try:
-            while not stop.is_set():
-                try:
-                    kind, value = out.get(timeout=STOP_POLL_S)
-                except queue.Empty:
-                    if not text and time.monotonic() > deadline:
-                        logger.warning("chat server at %s: no reply within %.0f s", self.where, self.first_chunk_timeout_s)
-                        raise GenerationError(
-                            f"The chat server at {self.where} did not start answering within {self.first_chunk_timeout_s:.0f} s.",
-                            "Try again; it may be overloaded. Check that it is running.") from None
-                    if time.monotonic() - beat >= HEARTBEAT_S:
-                        beat = time.monotonic()
-                        yield ""  # nothing yet: the page gets a moment to act on Stop
-                    continue
+            for kind, value in self._parts(out, stop, deadline):
                 if kind == "text":
                     text += value
+                elif kind == "usage":
+                    facts.update(value)
+                elif kind == "kept":
+                    facts["kept_exchanges"] = value
+                if kind in ("text", "beat"):
                     yield value
-                elif kind == "tokens":
-                    tokens = value
-                elif kind == "error":
-                    raise self._failure(value, started=bool(text)) from value
-                else:
-                    break
+            ended = True
         finally:
-            cancel.set()
-        if tokens is not None and not stop.is_set():
-            self.generated.remember(text, tokens)
+            if not ended:  # closed early, or failed: the worker closes the HTTP stream
+                stop.set("the reply ended early")
+        if facts.get("completion_tokens") is None:  # an older server does not say: about 4 characters a token
+            facts["completion_tokens"] = -(-len(text) // 4)
+        return GenerationInfo(**facts)
+
+    def _parts(self, out: queue.Queue, stop: Interrupt, deadline: float) -> Iterator[tuple[str, object]]:
+        """What the worker puts on out, until the end or stop; ("beat", HEARTBEAT) every HEARTBEAT_S
+        while nothing comes. Raises the user's GenerationError for a failure or a server that never starts."""
+        beat, started = time.monotonic(), False
+        while not stop.is_set():
+            try:
+                kind, value = out.get(timeout=STOP_POLL_S)
+            except queue.Empty:
+                if not started and time.monotonic() > deadline:
+                    logger.warning("chat server at %s: no reply within %.0f s", self.where, self.first_chunk_timeout_s)
+                    raise GenerationError(
+                        f"The chat server at {self.where} did not start answering within {self.first_chunk_timeout_s:.0f} s.",
+                        "Try again; it may be overloaded. Check that it is running.") from None
+                if time.monotonic() - beat >= HEARTBEAT_S:
+                    beat = time.monotonic()
+                    yield "beat", HEARTBEAT  # nothing yet: the page gets a moment to act on Stop
+                continue
+            if kind == "error":
+                raise self._failure(value, started=started) from value
+            if kind == "end":
+                return
+            started = started or kind == "text"
+            yield kind, value
 
     def _failure(self, error: Exception, started: bool = False) -> GenerationError:
         """The user's message for what went wrong; an error that is none of the server's is raised as is (a bug)."""
@@ -281,19 +300,30 @@ class RemoteChatModel:
 
 
 def chunk_parts(chunk) -> Iterator[tuple[str, object]]:
-    """("text", piece) and ("tokens", count) of one streamed chunk; UnexpectedAnswer if it is not one."""
+    """("text", piece) and ("usage", {prompt_tokens, completion_tokens, cached_tokens}) of one streamed
+    chunk; UnexpectedAnswer if it is not one."""
     choices = getattr(chunk, "choices", None)
     if not isinstance(choices, list):
         raise UnexpectedAnswer(f"a chunk without choices: {str(chunk)[:80]}")
     usage = getattr(chunk, "usage", None)
     if usage is not None and isinstance(usage.completion_tokens, int):
-        yield "tokens", usage.completion_tokens
+        yield "usage", usage_facts(usage)
     for choice in choices:
         piece = choice.delta.content if choice.delta else None
         if piece is not None and not isinstance(piece, str):
             raise UnexpectedAnswer(f"a chunk whose content is not text: {str(piece)[:80]}")
         if piece:
             yield "text", piece
+
+
+def usage_facts(usage) -> dict[str, int | None]:
+    """The token counts of a chunk's usage (cached_tokens: what vLLM and OpenAI report as reused
+    from their prefix cache, when they do)."""
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None)
+    prompt = getattr(usage, "prompt_tokens", None)
+    return {"completion_tokens": usage.completion_tokens, "prompt_tokens": prompt if isinstance(prompt, int) else None,
+            "cached_tokens": cached if isinstance(cached, int) else None}
 
 
 def language_code(name: str | None) -> str | None:

@@ -18,11 +18,11 @@ import os
 import re
 import secrets
 import threading
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from core.conversation import Answer, Conversation, Exchange, Notice, Question, Turn
+from core.conversation import Answer, Conversation, Notice, Question, Turn
 from core.errors import AppError
 
 logger = logging.getLogger(__name__)
@@ -288,21 +288,65 @@ class SessionLog:
         return lines, assigned, last
 
     def question(self, turn: int | Turn, question: Question) -> None:
-        self.append({"type": "question", "turn": turn, **asdict(question)})
+        self.append(question_record(turn, question))
 
     def answer(self, turn: int | Turn, answer: Answer) -> None:
-        record = asdict(answer)
-        record.pop("feedback")
-        self.append({"type": "answer", "turn": turn, **record})
+        self.append(answer_record(turn, answer))
 
     def feedback(self, turn: int | Turn, score: int | None) -> None:
-        self.append({"type": "feedback", "turn": turn, "score": score})
+        self.append(feedback_record(turn, score))
 
     def notice(self, notice: Notice) -> None:
-        self.append({"type": "notice", **asdict(notice)})
+        self.append(notice_record(notice))
 
     def error(self, message: str, turn: int | Turn | None = None, detail: str = "") -> None:
         self.append({"type": "error", "turn": turn, "message": message, "detail": detail})
+
+
+# The records that change a conversation; "turn" is the exchange's Turn (live) or its number (read back).
+def question_record(turn: int | Turn, question: Question) -> dict:
+    return {"type": "question", "turn": turn, **asdict(question)}
+
+
+def answer_record(turn: int | Turn, answer: Answer) -> dict:
+    record = asdict(answer)
+    record.pop("feedback")  # a record of its own
+    return {"type": "answer", "turn": turn, **record}
+
+
+def feedback_record(turn: int | Turn, score: int | None) -> dict:
+    return {"type": "feedback", "turn": turn, "score": score}
+
+
+def notice_record(notice: Notice) -> dict:
+    return {"type": "notice", **asdict(notice)}
+
+
+def apply(conversation: Conversation, record: dict) -> None:
+    """Apply one record to a conversation: what a live session does as it writes the record, and
+    what reading its log does again. A question of a turn already there is an edit (the question
+    replaced, the answer dropped); feedback goes to an answer; other kinds change nothing. Raises
+    KeyError, TypeError or IndexError for a record that does not fit the conversation."""
+    kind = record.get("type")
+    if kind == "notice":
+        conversation.notify(Notice(**_fields(record, Notice)))
+    elif kind in ("question", "answer", "feedback"):
+        turn = record["turn"]
+        if not isinstance(turn, Turn) and type(turn) is not int:  # the number History, the index and the exports show
+            raise TypeError(f"turn {turn!r} is not a number")
+        index = conversation.find(turn)
+        if kind == "question":
+            question = Question(**_fields(record, Question))
+            if index is None:
+                conversation.ask(question, turn if isinstance(turn, Turn) else Turn(turn))
+            else:
+                conversation.unanswer(index, question=question)
+        elif index is None:
+            raise KeyError(f"no question of turn {turn}")
+        elif kind == "answer":
+            conversation.answer(index, Answer(**_fields(record, Answer)))
+        else:
+            conversation.set_feedback(index, record.get("score"))
 
 
 def _question_turn(line: str) -> int:
@@ -377,8 +421,7 @@ def read_session(path: Path) -> LoggedSession:
     header: dict = {}
     notes: list[str] = []
     errors: list[dict] = []
-    items: list = []
-    by_turn: dict[int, int] = {}  # turn number -> index in items
+    conversation = Conversation()
     upgrade_state: dict = {}
     version = FORMAT_VERSION
     updated = ""
@@ -407,34 +450,16 @@ def read_session(path: Path) -> LoggedSession:
             record = _upgrade_v1(record, upgrade_state)
             kind = record.get("type")
         try:
-            if kind == "question":
-                question = Question(**_fields(record, Question))
-                if type(record["turn"]) is not int:  # the number History, the index and the exports show
-                    raise TypeError(f"turn {record['turn']!r} is not a number")
-                if record["turn"] in by_turn:  # the question was edited: it replaces the old one
-                    index = by_turn[record["turn"]]
-                    items[index] = replace(items[index], question=question, answer=None)
-                else:
-                    by_turn[record["turn"]] = len(items)
-                    items.append(Exchange(question, turn=Turn(record["turn"])))
-            elif kind == "answer":
-                index = by_turn[record["turn"]]
-                items[index] = replace(items[index], answer=Answer(**_fields(record, Answer)))
-            elif kind == "feedback":
-                index = by_turn[record["turn"]]
-                exchange = items[index]
-                if exchange.answer:
-                    items[index] = replace(exchange, answer=replace(exchange.answer, feedback=record.get("score")))
-            elif kind == "notice":
-                items.append(Notice(**_fields(record, Notice)))
-            elif kind == "error":
+            if kind == "error":
                 errors.append(record)
+            else:
+                apply(conversation, record)  # what the live session did when it wrote the record
         except (KeyError, TypeError, IndexError) as e:
             notes.append(f"line {number} ({kind}) could not be used and was skipped: {e!r}")
     if version < FORMAT_VERSION and header:
         notes.append(f"upgraded from format version {version}")
     session_id = header.get("id") or path.stem
-    return LoggedSession(session_id, header, Conversation(items), errors, notes, version, updated)
+    return LoggedSession(session_id, header, conversation, errors, notes, version, updated)
 
 
 def _fields(record: dict, cls) -> dict:

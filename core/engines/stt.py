@@ -1,6 +1,6 @@
 """Speech to text in this process: openai-whisper (torch; the CUDA default, large-v3-turbo) and
-faster-whisper (CTranslate2; the CPU default), or a transcription server
-(core.remote.RemoteTranscriber, STT_ENGINE=openai-api). The protocol is core.engines.Transcriber."""
+faster-whisper (CTranslate2; the CPU default). A transcription server (STT_ENGINE=openai-api) is
+core.engines.remote.RemoteTranscriber; the protocol is core.engines.api.Transcriber."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.engines import Transcriber, Transcript
+from core.engines.api import Transcriber, Transcript
 from core.errors import ModelLoadError
 from core.media import SAMPLE_RATE
 
@@ -246,7 +246,7 @@ def default_size(device: str) -> str:
 
 
 def load_transcriber(
-    engine: str, whisper_model: str | None, device: str, base_url: str | None = None, api_key: str | None = None
+    engine: str, whisper_model: str | None, device: str
 ) -> tuple[Transcriber, str]:
     """The configured engine and a note for the user ("" unless a fallback was taken).
 
@@ -254,17 +254,10 @@ def load_transcriber(
     download). A size the app ships (base, tiny.en) is loaded from the installed copy. When the size
     asked for cannot be had (offline, or its download fails) and none was set, the bundled base
     stands in, or tiny.en where the base packages are missing.
-    engine "openai-api" connects to the server at base_url (whisper_model: its model name).
     On a GPU, faster-whisper transcribes a second of silence first: CTranslate2's wheels need the
     CUDA 12 libraries, and a torch built for another CUDA does not bring them. If that fails, it
     runs on the CPU instead, and the note says so (never at a user's turn).
     """
-    if engine == "openai-api":
-        from core.remote import RemoteTranscriber
-
-        if not base_url:
-            raise ModelLoadError("STT_ENGINE=openai-api needs a server.", "Set STT_BASE_URL (or OPENAI_BASE_URL).")
-        return RemoteTranscriber.connect(base_url, api_key, whisper_model), ""
     size = whisper_model or default_size(device)
     try:
         if engine == "openai-whisper":

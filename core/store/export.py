@@ -20,7 +20,7 @@ from core.conversation import Answer, Conversation, Exchange, Notice, Question, 
 from core.errors import InvalidImage
 from core.markup import safe_markdown
 from core.media import preview
-from core.session_log import FORMAT_VERSION, LoggedSession, media_path, read_session, session_path
+from core.store.session_log import FORMAT_VERSION, LoggedSession, media_path, read_session, session_path
 
 JSON_FORMAT = "talk-with-a-picture/session"
 PREVIEW_PIXELS = 512  # longest side of an image embedded in Markdown

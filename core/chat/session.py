@@ -11,10 +11,23 @@ from typing import Iterator, Mapping
 from PIL import Image
 
 from core.config import Settings
-from core.conversation import Answer, Conversation, Exchange, Notice, Question
+from core.conversation import Answer, Conversation, Exchange, Notice, Question, Turn
+from core.engines.api import STOP_PRESSED, TALKED_OVER, Interrupt
 from core.errors import InvalidImage
 from core.media import ImageInput, load_image
-from core.session_log import LogFolderError, SessionLog, media_path, read_session, save_media, session_path
+from core.store.session_log import (
+    LogFolderError,
+    SessionLog,
+    answer_record,
+    apply,
+    feedback_record,
+    media_path,
+    notice_record,
+    question_record,
+    read_session,
+    save_media,
+    session_path,
+)
 
 # The longest question kept, in characters (the chat box takes no more: pages/chat.py). Longer text
 # reaching a session some other way is cut, with a notice: beyond this the index, the search
@@ -85,6 +98,8 @@ class ChatSession:
         self.conversation = Conversation()
         self.images = SessionImages(settings)  # digest -> the normalised image (previews come from its file)
         self.pending_image: str | None = None  # set from the sidebar, taken by the next question
+        self.talked_over_upto = 0  # call mode: replies to its utterances up to this id were talked over
+        self._replying: tuple[Interrupt, int] | None = None  # the reply being written, and the utterance it answers
         self._log: SessionLog | None = None
 
     @classmethod
@@ -135,12 +150,17 @@ class ChatSession:
         """Validate and normalise an image, store the normalised file (what the log, the model and
         every preview use), and make it the visual context of the next question."""
         image = load_image(data, max_pixels=self.settings.max_image_pixels, max_bytes=self.settings.max_image_bytes)
-        save_media(self.log_dir, image.data, image.digest, image.format)
+        self.keep_media(image.data, image.digest, image.format)
         self.images.keep(image.digest, image.image)
         if image.digest != self.conversation.current_image:
             self.pending_image = image.digest
         self.trim_images()
         return image
+
+    def keep_media(self, data: bytes, digest: str, extension: str) -> None:
+        """Store a file a record refers to (an image, a recording, a reply's audio): the one place
+        a session writes media, beside its log."""
+        save_media(self.log_dir, data, digest, extension)
 
     def ask(self, question: Question) -> int:
         """Record a question; it takes the pending image, if any. Returns the item index."""
@@ -151,13 +171,12 @@ class ChatSession:
         if self.pending_image:
             question = replace(question, image=self.pending_image)
             self.pending_image = None
-        index = self.conversation.ask(question)
+        self._record(question_record(Turn(), question))  # numbered by the log: another tab may write it too
         self.trim_images()
-        self.log.question(self.exchange(index).turn, question)  # numbered by the log: another tab may write it too
-        return index
+        return len(self.conversation.items) - 1
 
     def exchange(self, index: int) -> Exchange:
-        """The exchange at item index (what the page and core.turn address an exchange by)."""
+        """The exchange at item index (what the page and core.chat.turn address an exchange by)."""
         exchange = self.conversation.items[index]
         if not isinstance(exchange, Exchange):
             raise IndexError(f"item {index} is a notice, not an exchange")
@@ -165,18 +184,17 @@ class ChatSession:
 
     def edit(self, index: int, text: str) -> None:
         """Replace the text of a question; its answer is dropped (to be generated again)."""
-        exchange = self.conversation.unanswer(index, text)
-        self.log.question(exchange.turn, exchange.question)
+        exchange = self.exchange(index)
+        self._record(question_record(exchange.turn, replace(exchange.question, text=text)))
 
     def regenerate(self, index: int) -> None:
         """Drop the answer at index, to be generated again; the new answer replaces it in the log."""
         self.conversation.unanswer(index)
 
     def answer(self, index: int, answer: Answer) -> None:
-        self.conversation.answer(index, answer)
-        self.log.answer(self.exchange(index).turn, answer)
+        self._record(answer_record(self.exchange(index).turn, answer))
 
-    def interrupt(self, index: int, why: str = "Interrupted while it was being spoken.") -> bool:
+    def cut_off(self, index: int, why: str = "Interrupted while it was being spoken.") -> bool:
         """Mark a written reply whose voice the user cut off as stopped (a new record: the last one
         wins). False when there is nothing to mark: no reply yet, or it already ended otherwise."""
         answer = self.exchange(index).answer
@@ -185,13 +203,62 @@ class ChatSession:
         self.answer(index, replace(answer, status="stopped", note=" ".join(filter(None, (why, answer.note)))))
         return True
 
+    def redo(self, kind: str, index: int, text: str = "") -> bool:
+        """Regenerate ("regenerate") or resend the edited question ("edit", text) at index, clicked in
+        an earlier run. Only the last exchange, once answered: False for a stale button (a question
+        was asked since, or its reply is still being written), and nothing changes."""
+        last = self.conversation.last_exchange_index()
+        if index != last or self.exchange(index).answer is None:
+            return False
+        if kind == "edit":
+            self.edit(index, text.strip() or self.exchange(index).question.text)
+        else:
+            self.regenerate(index)  # the new answer replaces it in the log
+        return True
+
+    def replying(self, interrupt: Interrupt, heard: int = 0) -> None:
+        """The reply being written from now on, with the call mode utterance it answers (0: typed).
+        Stop and the user talking over it reach it through its interrupt; a reply to an utterance
+        already talked over (before a rerun could cut in) stops at once."""
+        self._replying = (interrupt, heard)
+        if 0 < heard <= self.talked_over_upto:
+            interrupt.set(TALKED_OVER)
+
+    def stop(self) -> None:
+        """Stop was pressed: the reply being written ends at its next step, its text kept."""
+        if self._replying is not None:
+            self._replying[0].set(STOP_PRESSED)
+
+    def talked_over(self, upto: int) -> None:
+        """The user spoke over the replies to call mode's utterances up to upto: the one being written
+        to any of them stops (a typed question's reply is ended by the rerun that follows)."""
+        self.talked_over_upto = max(self.talked_over_upto, upto)
+        if self._replying is not None and 0 < self._replying[1] <= upto:
+            self._replying[0].set(TALKED_OVER)
+
+    def barge_in(self, playing: int | None) -> None:
+        """What is left after the user spoke over a reply (playing: the exchange whose voice was
+        playing, if any). A question whose reply had not begun is not to be answered now; a reply
+        written but still being spoken is marked stopped; one being written was ended by its interrupt."""
+        last = self.conversation.last_exchange_index()
+        if last is None:
+            return
+        if self.exchange(last).answer is None:  # the rerun cut in before its reply began
+            self.answer(last, Answer("", "stopped", "Interrupted before the reply began."))
+        elif playing == last:
+            self.cut_off(last)
+
     def notify(self, notice: Notice) -> None:
-        self.conversation.notify(notice)
-        self.log.notice(notice)
+        self._record(notice_record(notice))
 
     def feedback(self, index: int, score: int | None) -> None:
-        self.conversation.set_feedback(index, score)
-        self.log.feedback(self.exchange(index).turn, score)
+        self._record(feedback_record(self.exchange(index).turn, score))
+
+    def _record(self, record: dict) -> None:
+        """Apply a record to the conversation and append it to the log: the same function applies it
+        again when the log is read back (core.store.session_log.apply)."""
+        apply(self.conversation, record)
+        self.log.append(record)
 
     def error(self, index: int, message: str, detail: str = "") -> None:
         """Log an error of the exchange at index (its number may be given later, when the log can be written)."""

@@ -35,23 +35,35 @@ def _is_abbreviation(line: str) -> bool:
     return len(words) == 1 and word.isdigit()  # a numbered list item: "1. Apples"
 
 
+_WAIT = -1  # a cut that cannot be decided yet: more text is needed
+
+
 def _cut(buffer: str, final: bool) -> int | None:
     """Index just after the first complete sentence in buffer, or None to wait for more."""
     if buffer.count(FENCE) % 2 == 1:  # inside a code block: wait for it to close
         return None
     fence_end = buffer.find(FENCE)
-    if fence_end != -1:  # a closed code block is one piece, up to the end of its closing line
-        close = buffer.find(FENCE, fence_end + 3) + 3
-        newline = buffer.find("\n", close)
-        if buffer[:fence_end].strip():
-            limit = fence_end  # text before the block is cut first, below
-        elif newline != -1:
-            return newline + 1
-        else:
-            return None if not final else len(buffer)
-    else:
-        limit = len(buffer)
+    if fence_end != -1 and not buffer[:fence_end].strip():
+        return _after_block(buffer, fence_end, final)
+    limit = fence_end if fence_end != -1 else len(buffer)  # text before a closed code block is cut first
+    end = _sentence_end(buffer, limit, final)
+    if end == _WAIT:
+        return None
+    return end if end is not None else _line_or_clause_end(buffer, limit)
 
+
+def _after_block(buffer: str, fence_end: int, final: bool) -> int | None:
+    """A closed code block is one piece, up to the end of its closing line."""
+    close = buffer.find(FENCE, fence_end + 3) + 3
+    newline = buffer.find("\n", close)
+    if newline != -1:
+        return newline + 1
+    return None if not final else len(buffer)
+
+
+def _sentence_end(buffer: str, limit: int, final: bool) -> int | None:
+    """Just after the first sentence-ending punctuation before limit; _WAIT when it cannot be told
+    yet; None when there is none."""
     for match in _END.finditer(buffer, 0, limit + 1):
         end = match.end()
         if match.group().startswith(".") and len(match.group()) == 1:
@@ -60,11 +72,16 @@ def _cut(buffer: str, final: bool) -> int | None:
                 continue
             rest = buffer[end:].lstrip()
             if not rest and not final:
-                return None  # cannot tell yet whether a lowercase word follows ("approx. five")
+                return _WAIT  # cannot tell yet whether a lowercase word follows ("approx. five")
             if rest[:1].islower():
                 continue
         if buffer[:end].strip():
             return end + 1  # keep the one whitespace character with the sentence
+    return None
+
+
+def _line_or_clause_end(buffer: str, limit: int) -> int | None:
+    """Without a sentence end: a line break, else a clause of a long text, else a cut at MAX_WORDS."""
     newline = buffer.find("\n", 0, limit)
     while newline != -1:  # a line break ends a list item or paragraph
         if buffer[:newline].strip():

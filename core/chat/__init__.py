@@ -1,0 +1,1 @@
+"""The chat pipeline: a session, its turns, the sentences cut from a reply, the queue for the model."""

@@ -1,0 +1,1 @@
+"""The engines: their contract (api), their loading, and the implementations beside them."""
