@@ -41,7 +41,7 @@ class Choices:
     rate: float = 1.0  # speech rate, applied by the page's player
 
 
-def on_sidebar_image(session: ChatSession, key: str) -> None:
+def on_sidebar_image(session: ChatSession, engines: Engines, key: str) -> None:
     upload = st.session_state.get(key)
     if upload is None:
         return
@@ -49,6 +49,8 @@ def on_sidebar_image(session: ChatSession, key: str) -> None:
         session.attach_image(upload.getvalue())
     except AppError as e:
         session.notify(Notice(str(e)))
+        return
+    turn.pre_encode(session, engines, st.session_state.get(state.SYSTEM_PROMPT_KEY, ""))
 
 
 def sidebar(settings: Settings, engines: Engines, session: ChatSession):
@@ -57,7 +59,7 @@ def sidebar(settings: Settings, engines: Engines, session: ChatSession):
     st.button("New session", icon=":material/add_comment:", on_click=state.new_chat, args=(settings, engines.chat.name),
               use_container_width=True)
     st.file_uploader("Image", type=IMAGE_TYPES, key=state.image_key(), on_change=on_sidebar_image,
-                     args=(session, state.image_key()),
+                     args=(session, engines, state.image_key()),
                      help="Or attach it in the chat box. A new image starts a new visual context.")
     if session.current_image:
         exchange_view.draw_image(session.log_dir, session.current_image, side=chat_view.SIDEBAR_SIDE, width=None,
@@ -77,7 +79,8 @@ def sidebar(settings: Settings, engines: Engines, session: ChatSession):
             temperature=st.slider("Temperature", 0.0, 1.5, 0.2, 0.05, help="0 = always the most likely word"),
             top_p=st.slider("Top p", 0.1, 1.0, 0.9, 0.05),
             max_new_tokens=st.slider("Max new tokens", 16, 2048, 512, 16),
-            system_prompt=st.text_area("System prompt", "", placeholder="e.g. Answer in one short paragraph."),
+            system_prompt=st.text_area("System prompt", "", key=state.SYSTEM_PROMPT_KEY,
+                                       placeholder="e.g. Answer in one short paragraph."),
         )
     with st.expander("Models and configuration"):
         st.markdown(f"**Chat model:** {engines.chat.name}")

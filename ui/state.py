@@ -33,6 +33,8 @@ from core.config import Settings
 from ui.chat_view import SHOWN_TURNS
 from ui.speech_queue import ReplyId
 
+SYSTEM_PROMPT_KEY = "system_prompt"  # the sidebar's system prompt, read when a picture is encoded ahead of its question
+
 
 def chat(settings: Settings, model: str) -> ChatSession:
     """This browser session's conversation; a new one when there is none, or when the user's folder

@@ -98,6 +98,7 @@ class ChatSession:
         self.conversation = Conversation()
         self.images = SessionImages(settings)  # digest -> the normalised image (previews come from its file)
         self.pending_image: str | None = None  # set from the sidebar, taken by the next question
+        self.encoding = None  # the worker's job encoding pending_image ahead of its question (core.chat.turn.pre_encode)
         self.talked_over_upto = 0  # call mode: replies to its utterances up to this id were talked over
         self._replying: tuple[Interrupt, int] | None = None  # the reply being written, and the utterance it answers
         self._log: SessionLog | None = None

@@ -126,6 +126,18 @@ class _Clock:
         self.timings[name] = round(self.timings.get(name, 0.0) + seconds, 4)
 
 
+def pre_encode(session: ChatSession, engines: Engines, system_prompt: str = "") -> None:
+    """Start encoding the picture attached for the next question, while the person types or speaks
+    (an in-process model that can: LlavaModel.prepare; a server encodes it with the question). The
+    picture replaced before its question cancels the encoding not yet begun."""
+    prepare = getattr(engines.chat, "prepare", None)
+    if prepare is None or not session.pending_image:
+        return
+    if session.encoding is not None:
+        session.encoding.halt.set()
+    session.encoding = prepare(session.pending_image, session.images, system_prompt)
+
+
 def ask(session: ChatSession, engines: Engines, turn_input: TurnInput) -> Rejected | Asked | None:
     """Validate the input, transcribe a recording, and add the question to the conversation.
 

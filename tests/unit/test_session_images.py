@@ -6,7 +6,8 @@ import weakref
 
 import pytest
 
-from core import chat_session, turn
+from core.chat import session as chat_session
+from core.chat import turn
 from core.chat.session import ChatSession, ImageGone
 from core.conversation import Question, image_digests
 from core.engines.vlm import GenerationOptions
@@ -37,7 +38,7 @@ class SeeingModel(FakeChatModel):
 
     def stream(self, exchanges, images, options, stop=None):
         self.seen.append([images[d].tobytes() for d in image_digests(exchanges)])
-        yield from super().stream(exchanges, images, options, stop)
+        return super().stream(exchanges, images, options, stop)
 
 
 @pytest.fixture
