@@ -178,7 +178,8 @@ def part_turns(ctx) -> None:
     for n in range(ctx["turns"]):
         if n == ctx["turns"] // 2:  # a second photo of another shape half-way
             conversation.append(Exchange(Question("And this one?", image="p2")))
-        row = ask(model, conversation, images, tokens=ctx["reply_tokens"])
+        start = max(i for i, e in enumerate(conversation) if e.question.image)  # what the app sends: the visual
+        row = ask(model, conversation[start:], images, tokens=ctx["reply_tokens"])  # context (Conversation.visual_context)
         text = row.pop("text")
         rows.append(row)
         conversation[-1] = Exchange(conversation[-1].question, Answer(text))
