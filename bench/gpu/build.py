@@ -177,18 +177,11 @@ ONEVISION_PINPOINTS = [[384 * rows, 384 * cols] for rows in range(1, 7) for cols
 
 def onevision_05b(path: str | Path, device: str = "cuda", dtype=None) -> Path:
     import torch
-    from transformers import (
-        LlavaOnevisionConfig,
-        LlavaOnevisionForConditionalGeneration,
-        LlavaOnevisionImageProcessorPil,
-        LlavaOnevisionProcessor,
-        Qwen2Config,
-        SiglipVisionConfig,
-    )
+    import transformers as tf
 
     from tests.tiny_llava import ONEVISION_CHAT_TEMPLATE, _add_video_processor
 
-    class WithoutVideo(LlavaOnevisionProcessor):  # its video processor needs torchvision; the app sends no video
+    class WithoutVideo(tf.LlavaOnevisionProcessor):  # its video processor needs torchvision; the app sends no video
         @classmethod
         def get_attributes(cls):
             return [name for name in super().get_attributes() if name != "video_processor"]
@@ -197,16 +190,16 @@ def onevision_05b(path: str | Path, device: str = "cuda", dtype=None) -> Path:
                       tail=("<image>", "<video>", "<|im_start|>", "<|im_end|>"),
                       eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<|endoftext|>")
     processor = WithoutVideo(
-        image_processor=LlavaOnevisionImageProcessorPil(size={"height": 384, "width": 384},
+        image_processor=tf.LlavaOnevisionImageProcessorPil(size={"height": 384, "width": 384},
                                                         image_grid_pinpoints=ONEVISION_PINPOINTS,
                                                         image_mean=[0.5] * 3, image_std=[0.5] * 3),
         tokenizer=words, num_image_tokens=729, vision_feature_select_strategy="full", vision_aspect_ratio="anyres_max_9",
         chat_template=ONEVISION_CHAT_TEMPLATE,
     )
-    config = LlavaOnevisionConfig(
-        vision_config=SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=26,
+    config = tf.LlavaOnevisionConfig(
+        vision_config=tf.SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=26,
                                          num_attention_heads=16, image_size=384, patch_size=14, vision_use_head=False),
-        text_config=Qwen2Config(vocab_size=ONEVISION_VOCAB, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+        text_config=tf.Qwen2Config(vocab_size=ONEVISION_VOCAB, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                                 num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
                                 rope_theta=1e6, tie_word_embeddings=True, eos_token_id=ONEVISION_IMAGE_ID + 3,
                                 pad_token_id=0),
@@ -215,7 +208,7 @@ def onevision_05b(path: str | Path, device: str = "cuda", dtype=None) -> Path:
         vision_aspect_ratio="anyres_max_9", use_image_newline_parameter=True, tie_word_embeddings=True,
     )
     dtype = dtype or (torch.float16 if device == "cuda" else torch.float32)
-    path = _save_random(LlavaOnevisionForConditionalGeneration, config, processor, Path(path), device, dtype)
+    path = _save_random(tf.LlavaOnevisionForConditionalGeneration, config, processor, Path(path), device, dtype)
     _add_video_processor(path)  # named as the real checkpoint names it, with its video processor's entry
     saved = json.loads((path / "processor_config.json").read_text())
     saved["video_processor"]["size"] = {"height": 384, "width": 384}

@@ -65,11 +65,16 @@ def test_a_fake_model_stops_at_the_interrupt_and_says_what_it_wrote():
     assert result.info == GenerationInfo(kept_exchanges=1, prompt_tokens=1, completion_tokens=1)
 
 
-def test_the_answer_keeps_the_generation_facts_with_its_timings(settings):
-    engines = turn.Engines(FakeChatModel("A red car on a road."))
+def reply_to(settings, model, text: str, **kwargs):
+    """A session with one typed question; its Reply (not yet iterated) and the engines."""
+    engines = turn.Engines(model)
     session = ChatSession(settings)
-    asked = turn.ask(session, engines, turn.TurnInput(text="What is it?"))
-    reply = turn.answer(session, engines, asked.index, GenerationOptions(), speak=False)
+    asked = turn.ask(session, engines, turn.TurnInput(text=text))
+    return turn.answer(session, engines, asked.index, GenerationOptions(), speak=False, **kwargs), engines
+
+
+def test_the_answer_keeps_the_generation_facts_with_its_timings(settings):
+    reply, _ = reply_to(settings, FakeChatModel("A red car on a road."), "What is it?")
     list(reply)
     timings = reply.answer.timings
     assert timings["completion_tokens"] == 6 and timings["prompt_tokens"] == 3
@@ -78,12 +83,8 @@ def test_the_answer_keeps_the_generation_facts_with_its_timings(settings):
 
 
 def test_an_interrupted_reply_says_why_and_reaches_the_model(settings):
-    model = FakeChatModel("one two three four five six", delay_s=0.01)
-    engines = turn.Engines(model)
-    session = ChatSession(settings)
-    asked = turn.ask(session, engines, turn.TurnInput(text="Count."))
     interrupt = Interrupt()
-    reply = turn.answer(session, engines, asked.index, GenerationOptions(), speak=False, interrupt=interrupt)
+    reply, _ = reply_to(settings, FakeChatModel("one two three four five six", delay_s=0.01), "Count.", interrupt=interrupt)
     tokens = []
     for event in reply:
         if isinstance(event, turn.Token):
@@ -94,10 +95,7 @@ def test_an_interrupted_reply_says_why_and_reaches_the_model(settings):
 
 
 def test_closing_a_reply_sets_its_interrupt(settings):
-    engines = turn.Engines(FakeChatModel("one two three"))
-    session = ChatSession(settings)
-    asked = turn.ask(session, engines, turn.TurnInput(text="Count."))
-    reply = turn.answer(session, engines, asked.index, GenerationOptions(), speak=False)
+    reply, engines = reply_to(settings, FakeChatModel("one two three"), "Count.")
     next(reply)
     reply.close()
     assert reply.interrupt.is_set() and reply.answer.status == "stopped"
