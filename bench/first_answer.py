@@ -226,7 +226,7 @@ def part_prepared(ctx) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=".")
+    parser.add_argument("--out", help="folder for the JSON (default: a temporary one)")
     parser.add_argument("--family", default="llava-1.5", choices=["llava-1.5", "llava-next", "onevision"])
     parser.add_argument("--parts", default="cold,restart,turns,decode,prepared")
     parser.add_argument("--model-dir")
@@ -239,9 +239,9 @@ def main() -> None:
     device = args.device or ("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     if args.child:
         return child(argparse.Namespace(**{**vars(args), "device": device}))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="first-answer-"))
+    out = Path(args.out or scratch)
+    out.mkdir(parents=True, exist_ok=True)
     folder = Path(args.model_dir or scratch / args.family)
     RESULT.update({"environment": environment(device), "family": args.family, "quick": args.quick})
     start = time.perf_counter()
