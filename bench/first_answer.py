@@ -10,8 +10,9 @@ not a timing).
 
 Parts (one JSON object, printed and written to DIR/first_answer-FAMILY.json as each part ends):
   cold      a new process with empty caches (the kept 4-bit model, gemlite's kernel choices,
-            inductor and Triton): load + warm-up until the model is ready, then the first question
-            about a picture (time to first token, and to 96 tokens)
+            inductor and Triton): load until it answers, the first question about a picture at once
+            (time to first token, and to 96 tokens: the eager decoder, the warm-up running beside it),
+            then the warm-up's end (ready_s) and the same question on the warmed decoder
   restart   a new process again, the caches filled by the cold start: the same figures
   turns     in this process (caches warm): 20 follow-up turns of growing length (a 640x480 photo,
             then questions; the replies kept in the conversation): time to first token per turn,
@@ -100,7 +101,7 @@ def ask(model, exchanges, images, tokens: int = REPLY_TOKENS) -> dict:
             first = time.perf_counter()
         text += chunk
     end = time.perf_counter()
-    last = model.decoder.last
+    last = model.last
     return {"ttft_s": round((first or end) - start, 4), "total_s": round(end - start, 3),
             "prompt_tokens": last.get("prompt_tokens"), "cached_tokens": last.get("cached_tokens"),
             "prefill_s": last.get("prefill_s"), "text": text}
@@ -129,11 +130,18 @@ def part_process(ctx, name: str) -> None:
 
 
 def child(args) -> None:
+    """Load; ask at once (while the warm-up runs, the eager decoder answers); wait for the warm-up; ask again."""
     model, seconds, steps = load(Path(args.model_dir), args.device)
     started = time.perf_counter()
     asked = first_question(model)
-    print(json.dumps({"ready_s": seconds, "steps": steps, "first_question": asked,
-                      "first_answer_after_start_s": round(seconds + time.perf_counter() - started, 2)}))
+    answered = round(seconds + time.perf_counter() - started, 2)
+    warming = model.warming
+    if warming is not None:
+        warming.done.wait()
+    warmed = round(seconds + time.perf_counter() - started, 2)
+    print(json.dumps({"answering_s": seconds, "first_question": asked, "first_answer_after_start_s": answered,
+                      "warm_up_s": warming.seconds if warming else None, "warm_up_failure": warming.failure if warming else None,
+                      "ready_s": warmed, "question_when_warm": first_question(model), "steps": steps}))
 
 
 class Recorded:
@@ -169,6 +177,7 @@ class Recorded:
 
 def part_turns(ctx) -> None:
     from core.conversation import Answer, Exchange, Question
+    from core.errors import GenerationError
 
     model, recorded = ctx["model"], ctx["recorded"]
     before = recorded.snapshot()
@@ -179,19 +188,24 @@ def part_turns(ctx) -> None:
         if n == ctx["turns"] // 2:  # a second photo of another shape half-way
             conversation.append(Exchange(Question("And this one?", image="p2")))
         start = max(i for i, e in enumerate(conversation) if e.question.image)  # what the app sends: the visual
-        row = ask(model, conversation[start:], images, tokens=ctx["reply_tokens"])  # context (Conversation.visual_context)
+        try:  # context (Conversation.visual_context)
+            row = ask(model, conversation[start:], images, tokens=ctx["reply_tokens"])
+        except GenerationError as e:  # the conversation outgrew the context: the app says so; a new one starts
+            rows.append({"error": e.message, "prompt_tokens_before": rows[-1]["prompt_tokens"] if rows else None})
+            conversation = [Exchange(Question("Describe this picture in detail.", image=conversation[start].question.image))]
+            continue
         text = row.pop("text")
         rows.append(row)
         conversation[-1] = Exchange(conversation[-1].question, Answer(text))
         conversation.append(Exchange(Question(f"Tell me more about part {n + 1} of it, please.")))
     after = recorded.snapshot()
-    follow = [r for i, r in enumerate(rows) if i not in (0, ctx["turns"] // 2)]
+    follow = [r for i, r in enumerate(rows) if i not in (0, ctx["turns"] // 2) and "ttft_s" in r]
     RESULT["turns"] = {
         "rows": rows,
         "follow_up_ttft_median_s": round(statistics.median(r["ttft_s"] for r in follow), 4),
         "follow_up_ttft_max_s": max(r["ttft_s"] for r in follow),
-        "first_reply_s": rows[0]["total_s"], "tenth_reply_s": rows[min(9, len(rows) - 1)]["total_s"],
-        "prompt_tokens": [rows[0]["prompt_tokens"], rows[-1]["prompt_tokens"]],
+        "first_reply_s": rows[0].get("total_s"), "tenth_reply_s": rows[min(9, len(rows) - 1)].get("total_s"),
+        "prompt_tokens": [rows[0].get("prompt_tokens"), rows[-1].get("prompt_tokens")],
         "made_during_turns": {k: (after[k] - before[k]) if after[k] is not None else None for k in after},
     }
 
@@ -267,6 +281,9 @@ def main() -> None:
                     ctx["recorded"] = Recorded(shared_worker())
                     ctx["model"], seconds, _ = load(folder, device)
                     RESULT["in_process_load_s"] = seconds
+                    if ctx["model"].warming is not None:  # the turns measure the warmed decoder
+                        ctx["model"].warming.done.wait()
+                        RESULT["in_process_warm_up_s"] = ctx["model"].warming.seconds
                 {"turns": part_turns, "decode": part_decode, "prepared": part_prepared}[part](ctx)
         except Exception as e:  # noqa: BLE001  (the other parts still run; the error is in the JSON)
             RESULT.setdefault("errors", {})[part] = traceback.format_exc()[-2000:]

@@ -90,4 +90,5 @@ def engines_for(settings: Settings) -> tuple[Engines, list[str]]:
         return Engines(Unavailable(e)), []
     if box:
         box.update(label="Models ready", state="complete", expanded=False)
-    return loaded.engines, loaded.notes
+    live = getattr(loaded.engines.chat, "status_note", None)  # e.g. answering more slowly while the GPU warms up
+    return loaded.engines, loaded.notes + [note for note in [live() if live else ""] if note]

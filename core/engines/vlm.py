@@ -25,7 +25,17 @@ from core.engines.api import (  # noqa: F401  (ChatModel: what this implements)
     Interrupt,
     generation,
 )
-from core.engines.decoding import PREFILL_MULTIPLE, WARM_UP_TOKENS, Decoder, Detokenizer, Sampling, shared_worker
+from core.engines.decoding import (
+    PREFILL_MULTIPLE,
+    WARM_UP_TOKENS,
+    Decoder,
+    Detokenizer,
+    GenerationWorker,
+    Sampling,
+    shared_worker,
+)
+from core.engines.kept_pixels import keep_pixels
+from core.engines.warming import Warming
 from core.errors import GenerationError, ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -43,6 +53,7 @@ class LlavaModel:
     def __init__(self, model, processor, name: str, token_timeout_s: float = 300.0, note: str = "",
                  cache_tokens: int | None = None, compile: bool = False):
         self.model = model.requires_grad_(False)  # inference only: no tensor it writes ever needs grad
+        keep_pixels(processor)  # a follow-up does not resize and tile its picture again
         self.processor = processor
         self.name = name
         self.note = note  # how it was loaded, when that differs from what was asked
@@ -56,6 +67,8 @@ class LlavaModel:
         self.context_length: int = min(context, cache_tokens) if cache_tokens else context
         self.decoder = Decoder(model, self.context_length if cache_tokens else None, compile)
         self.worker = shared_worker()  # CUDA graphs are thread-local: every model decodes in this one thread
+        self.warming: Warming | None = None  # a warm-up in the background (CUDA), and who answers meanwhile
+        self.last: dict = {}  # the last turn's prompt_tokens, cached_tokens, padded_tokens, prefill_s
 
     @classmethod
     def load(cls, model_id: str, quant: str = "none", device: str = "cpu", token_timeout_s: float = 300.0,
@@ -86,28 +99,48 @@ class LlavaModel:
         if compile:
             _keep_compiled_kernels()
             tuned = quant == "4bit" and quantisation.load_kernel_choices()
-            progress("Compiling the decoder, recording its CUDA graphs and tuning its kernels for every prompt "
-                     f"length ({'seconds' if tuned else 'a few minutes'} on a first start)…")
-            try:
-                seconds = llava.warm_up()
-            except GenerationError:
-                if kept is None:
-                    raise
-                logger.exception("The kept 4-bit model %s fails: quantising again.", kept)
-                kept.unlink(missing_ok=True)  # never trusted again; this start rebuilds it
-                return cls.load(model_id, quant, device, token_timeout_s, cache_tokens, progress)
-            if quant == "4bit":
-                quantisation.save_kernel_choices()
-            progress(f"Warmed up in {seconds:.0f} s.")
+            llava.warm_up_in_background(kept, keep_choices=quant == "4bit")
+            progress("Ready to answer. In the background the decoder is compiled, its CUDA graphs recorded and its "
+                     f"kernels tuned ({'seconds' if tuned else 'about two minutes on a first start'}); answers are "
+                     "slower until then.")
         return llava
+
+    def warm_up_in_background(self, kept=None, keep_choices: bool = False) -> None:
+        """Warm up in the worker while an eager decoder answers (core.engines.warming). A kept 4-bit
+        model whose warm-up fails is deleted: never trusted again, the next start rebuilds it."""
+        def failed(error: BaseException) -> None:
+            if kept is not None:
+                kept.unlink(missing_ok=True)
+
+        def warm_up() -> float:
+            seconds = self.warm_up()
+            if keep_choices:  # gemlite's tuned kernel choices, for the next start
+                from core.engines import quant
+
+                quant.save_kernel_choices()
+            return seconds
+
+        self.warming = Warming(self.model, warm_up, failed)
+
+    def status_note(self) -> str:
+        """For the page, while it matters: answers are slower because the warm-up still runs."""
+        return self.warming.note() if self.warming else ""
+
+    def _decoding(self) -> tuple[Decoder, GenerationWorker]:
+        """The decoder for a turn now and the thread it runs in: the compiled one, or the eager one
+        while the compiled one warms up."""
+        if self.warming is not None and self.warming.answering_eagerly:
+            return self.warming.eager, self.warming.worker
+        return self.decoder, self.worker
 
     def warm_up(self) -> float:
         """Generate a few tokens about a blank picture, so that compiling and recording happen now."""
         start = time.perf_counter()
         blank = {"warm-up": Image.new("RGB", (WARM_UP_IMAGE_SIDE, WARM_UP_IMAGE_SIDE), "gray")}
         question = [Exchange(Question("Describe this image.", image="warm-up"))]
+        options = GenerationOptions(temperature=0, max_new_tokens=WARM_UP_TOKENS)
         for _ in range(2):  # the second run replays what the first recorded
-            for _ in self.stream(question, blank, GenerationOptions(temperature=0, max_new_tokens=WARM_UP_TOKENS)):
+            for _ in self._stream(question, blank, options, Interrupt(), (self.decoder, self.worker)):
                 pass
         self.worker.submit(lambda job: self.decoder.capture_part_graph()).done.wait()
         from core.engines.quant import warm_up_lengths
@@ -123,12 +156,13 @@ class LlavaModel:
         worker's queue like a turn); a question that arrives meanwhile waits for the rest of it.
         Returns the job: job.halt.set() cancels it if it has not started (a replaced picture)."""
         inputs = self.inputs([Exchange(Question("", image=image))], images, system_prompt)
+        decoder, worker = self._decoding()
 
         def work(job) -> None:
             if not job.halt.is_set():
-                self.decoder.prefill(inputs, image)
+                decoder.prefill(inputs, image)
 
-        return self.worker.submit(work)
+        return worker.submit(work)
 
     def count_tokens(self, text: str) -> int:
         """Tokens of the text (a reply's own count is its Generation's info)."""
@@ -182,7 +216,10 @@ class LlavaModel:
 
     @generation
     def stream(self, exchanges, images, options: GenerationOptions, stop: Interrupt | None = None):
-        stop = stop or Interrupt()
+        return (yield from self._stream(exchanges, images, options, stop or Interrupt(), self._decoding()))
+
+    def _stream(self, exchanges, images, options: GenerationOptions, stop: Interrupt, decoding):
+        decoder, worker = decoding
         kept, inputs, max_new_tokens = self.fit(exchanges, images, options)
         if len(kept) < len(exchanges):
             logger.info("trimmed %d old exchanges to fit the context", len(exchanges) - len(kept))
@@ -192,12 +229,13 @@ class LlavaModel:
         prefill: dict = {}  # this turn's prompt_tokens, cached_tokens, prefill_s (read in the worker)
 
         def work(job) -> None:  # in the worker thread
-            for token_id in self.decoder.tokens(inputs, max_new_tokens, sampling,
-                                                lambda: stop.is_set() or job.halt.is_set(), image):
-                prefill.update(prefill or self.decoder.last)
+            for token_id in decoder.tokens(inputs, max_new_tokens, sampling,
+                                           lambda: stop.is_set() or job.halt.is_set(), image):
+                prefill.update(prefill or decoder.last)
                 job.out.put(token_id)
+            self.last = dict(decoder.last)
 
-        job = self.worker.submit(work)
+        job = worker.submit(work)
         text, produced = Detokenizer(self.processor.tokenizer), 0
         try:
             for ids in job.results(self.token_timeout_s, HEARTBEAT_S):

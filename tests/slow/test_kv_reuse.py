@@ -159,3 +159,38 @@ def test_one_static_cache_serves_two_people_correctly(loaded):
     b = [Exchange(Question("Blue?", image=BLUE))]
     for talk in (a, b, a, b):
         assert reply_ids(model, talk, tokens=6) == reply_ids(fresh(loaded, 1024), talk, tokens=6)
+
+
+def test_a_follow_up_does_not_process_its_picture_again(loaded):
+    """The image processor runs once per picture (core.engines.kept_pixels), and a follow-up's inputs
+    are the ones a processor that keeps nothing gives; a second picture is processed on its own."""
+    import torch
+
+    model = llava(loaded)
+    kept = model.processor.image_processor
+    inner, calls = kept._inner, []
+
+    class Counted:
+        def __call__(self, *args, **kwargs):
+            calls.append(1)
+            return inner(*args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(inner, name)
+
+    object.__setattr__(kept, "_inner", Counted())
+    kept.do_resize = inner.do_resize  # an attribute set: what was kept by other tests is forgotten
+    try:
+        conversation = [Exchange(Question("What is it?", image=BLUE), Answer("It is."))]
+        firsts = [model.fit(conversation + [Exchange(Question(f"And {n}?"))], IMAGES, GenerationOptions())[1]
+                  for n in range(3)]
+        model.fit([Exchange(Question("This one?", image=RED))], IMAGES, GenerationOptions())
+    finally:
+        object.__setattr__(kept, "_inner", inner)
+    assert repr(model.processor)  # the processor still describes itself (its to_dict copies its parts)
+    plain = _load_processor(str(model.processor.tokenizer.name_or_path))
+    expected = plain(images=[IMAGES[BLUE]], text=model.prompt(conversation + [Exchange(Question("And 2?"))]),
+                     return_tensors="pt")
+    for key, value in expected.items():
+        assert torch.equal(firsts[2][key], value), key
+    assert len(calls) == 2, f"{len(calls)} runs of the image processor for two pictures"

@@ -221,6 +221,42 @@ def test_warm_up_runs_every_padded_prompt_length_in_the_worker_thread(tiny_llava
     assert generation.info.prompt_tokens + generation.info.completion_tokens <= 256  # trimmed to the cache
 
 
+def test_turns_during_a_background_warm_up_are_answered_by_the_eager_decoder(tiny_llava):
+    """While the warm-up runs (held here at its first padded length), a turn is answered at once in
+    the eager thread, with the reply a full prefill gives; once it ends, turns go to the warmed
+    decoder again, and the eager decoder's caches are freed."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from core.engines.decoding import Sampling
+
+    loaded = AutoModelForImageTextToText.from_pretrained(str(tiny_llava), dtype=torch.float64).eval()
+    model = LlavaModel(loaded, AutoProcessor.from_pretrained(str(tiny_llava)), "tiny static", cache_tokens=256)
+    held, release, original = threading.Event(), threading.Event(), model.decoder.warm_prefill
+
+    def slow_prefill(n):
+        held.set()
+        assert release.wait(60)
+        original(n)
+
+    model.decoder.warm_prefill = slow_prefill
+    model.warm_up_in_background()
+    assert held.wait(60) and model.status_note()  # the warm-up is under way, and the page can say so
+    options = GenerationOptions(temperature=0, max_new_tokens=12)
+    during = model.stream(three_turns(), {IMAGE: RED}, options)
+    text = "".join(during)
+    assert model.last["cached_tokens"] == 0 and model.warming.eager.held  # answered by the eager decoder
+    inputs = model.inputs(three_turns(), {IMAGE: RED})
+    expected = list(model.decoder.tokens(inputs, 12, Sampling(), lambda: False, IMAGE))  # called here: a full prefill
+    assert text == model.processor.decode(expected, skip_special_tokens=True) and during.info.completion_tokens
+    release.set()
+    assert model.warming.done.wait(60) and not model.warming.failure and not model.status_note()
+    after = "".join(model.stream(three_turns(), {IMAGE: RED}, options))
+    assert after == text and (model.last["padded_tokens"] - model.last["cached_tokens"]) % 64 == 0  # static: padded
+    model.warming.worker.submit(lambda job: None).done.wait(10)
+    assert not model.warming.eager.held
+
+
 def test_4bit_without_its_packages_says_what_it_loaded_instead(monkeypatch):
     from core.engines import vlm
 
