@@ -50,6 +50,11 @@ def hqq_settings() -> dict:
     return {"method": "hqq", "bits": HQQ_BITS, "group_size": HQQ_GROUP_SIZE, "axis": 1, "kernels": "gemlite"}
 
 
+def int8_settings() -> dict:
+    """What a kept int8 CPU model was made with (quantize_int8 below)."""
+    return {"method": "torch-dynamic-int8", "parts": ["language_model", "vision_tower"]}
+
+
 def is_quantised(model) -> bool:
     """No plain Linear layer is left in the language model (they were all made 4-bit)."""
     import torch

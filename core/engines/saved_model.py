@@ -1,5 +1,6 @@
 """The quantised model kept on disk between starts, so that a restart reads 4.5 GiB of 4-bit weights
-straight to the GPU instead of 14 GB of fp16 and quantising them again (31 s on the H200).
+straight to the GPU instead of 14 GB of fp16 and quantising them again (31 s on the H200), and a
+CPU start reads the int8 model instead of fp32 weights it would quantise again (and hold on to).
 
 One file per (model, revision, quantisation settings, library versions, GPU): the key is a hash of
 all of them, so that a new checkpoint, another LLAVA_QUANT, an upgraded hqq or gemlite, or another

@@ -72,3 +72,32 @@ def test_none_keeps_fp32_and_the_full_grid(folder, int8):
     assert full.note == "" and "float32" in full.name
     assert max_image_tokens(full.processor) > max_image_tokens(int8.processor)
     assert len(full.model.config.image_grid_pinpoints) > 1
+
+
+def test_a_restart_loads_the_kept_int8_model_and_answers_alike(folder, tmp_path):
+    """The first start quantises and keeps the int8 model; a new process loads it instead of the fp32
+    checkpoint (saying so) and gives the same greedy reply."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = ("import json, sys; from PIL import Image; from core.conversation import Exchange, Question; "
+            "from core.engines.vlm import GenerationOptions, LlavaModel; steps = []; "
+            "m = LlavaModel.load(sys.argv[1], quant='int8', device='cpu', progress=steps.append); "
+            "q = [Exchange(Question('What is in this picture?', image='p' * 32))]; "
+            "text = ''.join(m.stream(q, {'p' * 32: Image.new('RGB', (640, 480), 'teal')}, "
+            "GenerationOptions(temperature=0, max_new_tokens=12))); print(json.dumps([steps, text, m.note]))")
+    runs = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", code, str(folder)], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)})
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    (first_steps, first_text, first_note), (second_steps, second_text, second_note) = runs
+    assert any("Quantising the model to int8" in s for s in first_steps)
+    assert any("int8 weights kept" in s for s in second_steps) and not any("Quantising" in s for s in second_steps)
+    assert second_text == first_text and first_text and second_note == first_note  # the same model and grid
+    assert len(list((tmp_path / "talk-with-a-picture" / "quantised").glob("*.pt"))) == 1
