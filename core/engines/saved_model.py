@@ -74,7 +74,7 @@ def load(path: Path, device: str):
     if not path.is_file():
         return None
     try:
-        model = torch.load(path, map_location=device, weights_only=False)
+        model = torch.load(path, map_location=device, weights_only=False, mmap=True)  # read as it is placed
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"holds a {type(model).__name__}, not a model")
         _register_output_capture(model)
