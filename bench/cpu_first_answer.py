@@ -13,7 +13,9 @@ peak memory is its own) and, on a 640x480 photo, measures through LlavaModel.str
   turn 10       nine short follow-ups on that conversation (the kept KV cache); the tenth's time to
                 the first text
   decode        a 64-token reply: tokens/s after the first
-  peak RSS      the process's maximum resident memory (getrusage), loading and quantising included
+  peak RSS      the process's maximum resident memory (getrusage), loading and quantising included;
+                the first int8 arm quantises the fp32 checkpoint and keeps the int8 model (a first
+                start), the second loads the kept one (every later start): "weights" says which
 
 Arms, side by side in one run (two other agents share these 2 cores: compare ratios, and the load
 average recorded beside each arm):
@@ -101,14 +103,15 @@ def run_arm(name: str, model_dir: str, lead_s: float) -> dict:
     quant, full_grid = ARMS[name]
     load_avg = os.getloadavg()
     start = time.perf_counter()
-    llava = LlavaModel.load(model_dir, quant=quant, device="cpu")
+    steps: list[str] = []
+    llava = LlavaModel.load(model_dir, quant=quant, device="cpu", progress=steps.append)
     if full_grid:  # undo core.engines.vlm.cpu_grid: int8 alone, on the model's own grid
         grid = AutoConfig.from_pretrained(model_dir).image_grid_pinpoints
         llava.model.config.image_grid_pinpoints = llava.processor.image_processor.image_grid_pinpoints = grid
     load_s = time.perf_counter() - start
     result: dict = {"llava_quant": quant, "grid": "full" if full_grid else "one tile", "name": llava.name,
                     "note": llava.note, "threads": torch.get_num_threads(), "load_s": round(load_s, 1),
-                    "rss_after_load_gib": rss_gib()}
+                    "rss_after_load_gib": rss_gib(), "weights": "kept int8" if any("kept" in x for x in steps) else "checkpoint"}
 
     # Pre-encoded: the photo attached lead_s before its question.
     images = {"attached": photo(1), "together": photo(2)}
@@ -222,7 +225,8 @@ def main() -> None:
         arms = {}
         for name in args.arms.split(","):
             done = subprocess.run([sys.executable, __file__, "--arm", name, "--model-dir", model_dir, "--lead", str(lead)],
-                                  capture_output=True, text=True, check=False)
+                                  capture_output=True, text=True, check=False,  # a kept int8 model: this run's own
+                                  env={**os.environ, "XDG_CACHE_HOME": str(Path(scratch) / "cache")})
             if done.returncode:
                 sys.stderr.write(done.stderr[-4000:])
                 raise SystemExit(f"arm {name} failed ({done.returncode})")
