@@ -16,6 +16,7 @@ peak memory is its own) and, on a 640x480 photo, measures through LlavaModel.str
   peak RSS      the process's maximum resident memory (getrusage), loading and quantising included;
                 the first int8 arm quantises the fp32 checkpoint and keeps the int8 model (a first
                 start), the second loads the kept one (every later start): "weights" says which
+                (--arms int8-one-tile,int8-one-tile: the default's first start, then a restart)
 
 Arms, side by side in one run (two other agents share these 2 cores: compare ratios, and the load
 average recorded beside each arm):
@@ -230,7 +231,7 @@ def main() -> None:
             if done.returncode:
                 sys.stderr.write(done.stderr[-4000:])
                 raise SystemExit(f"arm {name} failed ({done.returncode})")
-            arms[name] = json.loads(done.stdout.strip().splitlines()[-1])
+            arms[name if name not in arms else f"{name}-again"] = json.loads(done.stdout.strip().splitlines()[-1])
     first = next(iter(arms))
     table = {name: summary(arm) for name, arm in arms.items()}
     ratios = {name: {key: round(table[first][key] / value, 2) if value else None for key, value in row.items()
