@@ -91,10 +91,36 @@ def load(folder: Path, device: str):
     return model, round(time.perf_counter() - start, 2), steps
 
 
+FIRST_TOKEN: dict = {}  # when the decoder yielded a turn's first token id (in the worker thread)
+
+
+def clock_first_tokens() -> None:
+    """Decoder.tokens notes when it yields its first id: random weights often write text that is not
+    printable until the reply ends (a byte-level token cut mid-character), so the first text can come
+    with the last token, and the time to the first token is the id's."""
+    from core.engines.decoding import Decoder
+
+    if getattr(Decoder.tokens, "clocked", False):
+        return
+    original = Decoder.tokens
+
+    def tokens(self, *args, **kwargs):
+        for n, token in enumerate(original(self, *args, **kwargs)):
+            if n == 0:
+                FIRST_TOKEN["at"] = time.perf_counter()
+            yield token
+
+    tokens.clocked = True
+    Decoder.tokens = tokens
+
+
 def ask(model, exchanges, images, tokens: int = REPLY_TOKENS) -> dict:
-    """One turn through the model's stream: time to first token and to the end, tokens reused."""
+    """One turn through the model's stream: time to the first token id, to the first text and to the
+    end, tokens reused."""
     from core.engines.vlm import GenerationOptions
 
+    clock_first_tokens()
+    FIRST_TOKEN.clear()
     start, first, text = time.perf_counter(), None, ""
     for chunk in model.stream(exchanges, images, GenerationOptions(temperature=0, max_new_tokens=tokens)):
         if chunk and first is None:
@@ -102,7 +128,8 @@ def ask(model, exchanges, images, tokens: int = REPLY_TOKENS) -> dict:
         text += chunk
     end = time.perf_counter()
     last = model.last
-    return {"ttft_s": round((first or end) - start, 4), "total_s": round(end - start, 3),
+    return {"ttft_s": round(FIRST_TOKEN.get("at", end) - start, 4), "first_text_s": round((first or end) - start, 4),
+            "total_s": round(end - start, 3),
             "prompt_tokens": last.get("prompt_tokens"), "cached_tokens": last.get("cached_tokens"),
             "prefill_s": last.get("prefill_s"), "text": text}
 

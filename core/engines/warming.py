@@ -9,7 +9,10 @@ graphs, slower per token (and slower still while the compiler holds the GIL), bu
 seconds. When the warm-up ends, turns go to the compiled decoder; the eager decoder's caches are
 freed. The two threads share the GPU safely: graphs are recorded on a side stream in thread-local
 capture mode (torch's cudagraph trees and core.engines.decoding._PartGraph), so the eager thread's
-kernels and allocations neither join nor break a recording.
+kernels and allocations neither join nor break a recording. Triton's autotuner is not safe to run
+from two threads at once (gemlite's 4-bit kernels are autotuned on their first call at each size:
+on the H100 both threads met an untuned size together and one read the other's half-made entry,
+"'NoneType' object is not a mapping"), so its launches take a lock.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class Warming:
         self.done = threading.Event()
         self.seconds: float | None = None  # how long the warm-up took, once done
         self.failure = ""  # why it failed: the eager decoder then answers until the next start
+        _one_autotuning_at_a_time()
         self.eager = Decoder(model, cache_tokens=None, compile=False)
         self.worker = GenerationWorker("llava-eager")
         self._on_failure = on_failure
@@ -63,3 +67,22 @@ class Warming:
             return ""
         return (f"The model is being compiled for this GPU ({time.monotonic() - self.started:.0f} s so far; about "
                 "two minutes on a first start, seconds after that): it already answers, more slowly until then.")
+
+
+def _one_autotuning_at_a_time() -> None:
+    """Triton's Autotuner.run under one process-wide lock (once). Uncontended, the lock costs well under
+    a microsecond beside a launch of tens; graph replays do not go through it at all."""
+    try:
+        from triton.runtime.autotuner import Autotuner
+    except ImportError:  # no Triton (the CPU): nothing is autotuned
+        return
+    if getattr(Autotuner.run, "one_at_a_time", False):
+        return
+    original, lock = Autotuner.run, threading.RLock()
+
+    def run(self, *args, **kwargs):
+        with lock:
+            return original(self, *args, **kwargs)
+
+    run.one_at_a_time = True
+    Autotuner.run = run
