@@ -174,7 +174,8 @@ def stream(voice: str, questions: list[Question], say, seed: int = 0) -> Stream:
         found = spans(audio, min_gap_s=min(question.pauses, default=1.0) - 0.1)
         if len(found) != len(question.parts):
             raise ValueError(f"{voice}: {question.parts} came out in {len(found)} parts")
-        parts = tuple(Part(text, (at + a) / SAMPLE_RATE, (at + b) / SAMPLE_RATE) for text, (a, b) in zip(question.parts, found))
+        parts = tuple(Part(text, float((at + a) / SAMPLE_RATE), float((at + b) / SAMPLE_RATE))
+                      for text, (a, b) in zip(question.parts, found))
         gap = np.zeros(int((TAIL_S if number == len(questions) - 1 else GAPS_S[number % 3]) * SAMPLE_RATE), np.float32)
         pieces += [audio.astype(np.float32), gap]
         placed.append((Spoken(voice, parts, question.clicks), at, at + len(audio) + len(gap)))
@@ -192,6 +193,22 @@ def make_set(voices: tuple[str, ...] = VOICES, count: int | None = None) -> list
     speakers = {"piper": Piper, "espeak": lambda: espeak}
     return [stream(voice, [pair[VOICES.index(voice)] for pair in SCRIPT[:count]], speakers[voice](), seed)
             for seed, voice in enumerate(voices)]
+
+
+def words(text: str) -> list[str]:
+    """Lower case, punctuation gone: what a word error rate compares."""
+    return "".join(c if c.isalnum() or c == "'" else " " for c in text.lower()).split()
+
+
+def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
+    """(substitutions + deletions + insertions, words in the reference): Levenshtein over words."""
+    ref, hyp = words(reference), words(hypothesis)
+    row = list(range(len(hyp) + 1))
+    for i, word in enumerate(ref, 1):
+        previous, row[0] = row[0], i
+        for j, other in enumerate(hyp, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (word != other))
+    return row[-1], len(ref)
 
 
 def main() -> None:

@@ -38,11 +38,11 @@ class EnergyDetector:
         self.cpu_s = 0.0
 
     def is_speech(self, frame: np.ndarray, speaking: bool) -> bool:
-        start = time.process_time()
+        start = time.thread_time()
         db = 10 * np.log10(np.mean(np.square(frame, dtype=np.float64)) + 1e-10)
         self.levels.append(db)
         threshold = max(max(-90.0, min(self.levels)) + OVER_FLOOR_DB, MIN_DBFS)
-        self.cpu_s += time.process_time() - start
+        self.cpu_s += time.thread_time() - start
         return bool(db > (threshold - HOLD_DB if speaking else threshold))
 
 
@@ -75,12 +75,12 @@ class SileroDetector:
         self.cpu_s = 0.0
 
     def is_speech(self, frame: np.ndarray, speaking: bool) -> bool:
-        start = time.process_time()
+        start = time.thread_time()
         self.pending = np.concatenate([self.pending, frame.astype(np.float32)])
         while len(self.pending) >= CONTEXT + WINDOW:
             window = self.pending[: CONTEXT + WINDOW][None]
             probs, *self.state = self.session.run(None, {"input": window, "h": self.state[0], "c": self.state[1]})
             self.probability = float(np.ravel(probs)[-1])
             self.pending = self.pending[WINDOW:]
-        self.cpu_s += time.process_time() - start
+        self.cpu_s += time.thread_time() - start
         return self.probability >= (KEEP_PROBABILITY if speaking else START_PROBABILITY)

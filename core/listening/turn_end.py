@@ -89,13 +89,13 @@ class SmartTurn:
         self.cpu_s: list[float] = []  # per decision, features included
 
     def probability(self, samples: np.ndarray) -> float:
-        start = time.process_time()
+        start = time.thread_time()
         window = WINDOW_S * SAMPLE_RATE
         audio = np.pad(samples[-window:].astype(np.float32), (max(0, window - len(samples)), 0))
         audio = (audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)  # as Whisper's feature extractor normalises
         mel = self.features(audio, padding=0)[None].astype(np.float32)
         probability = float(self.session.run(None, {"input_features": mel})[0].ravel()[0])
-        self.cpu_s.append(time.process_time() - start)
+        self.cpu_s.append(time.thread_time() - start)
         return probability
 
 
