@@ -23,7 +23,7 @@ import numpy as np
 from core.engines.api import Transcriber
 from core.listening.incremental import IncrementalTranscript
 from core.listening.speech import FRAME
-from core.listening.turn_end import SHORT_SILENCE_S, TurnEndRule
+from core.listening.turn_end import SHORT_SILENCE_S, TurnEndRule, reached
 from core.media import SAMPLE_RATE
 
 ONSET_FRAMES = 3  # speech frames in a row that start a turn (60 ms), as in the page
@@ -56,7 +56,7 @@ class _Turn:
     last: int  # the end of the last speech frame
     frames: list = field(default_factory=list)
     cut: int = 0  # frames already given to the incremental transcript
-    silence_s: float = 0.0
+    silent: int = 0  # samples of silence since the last speech frame
     incremental: IncrementalTranscript | None = None
 
     def words(self) -> Future | None:
@@ -103,14 +103,15 @@ class Listener:
         turn, end, frame_s = self.turn, self.heard + len(frame), len(frame) / SAMPLE_RATE
         turn.frames.append(frame)
         if speech:
-            turn.last, turn.silence_s = end, 0.0
+            turn.last, turn.silent = end, 0
             reason = None
         else:
-            turn.silence_s += frame_s
-            if turn.incremental and turn.silence_s - frame_s < self.cut_s <= turn.silence_s + 1e-9:
+            turn.silent += len(frame)
+            silence_s = turn.silent / SAMPLE_RATE
+            if turn.incremental and reached(silence_s, self.cut_s, frame_s):
                 turn.incremental.add(turn.audio(turn.cut))  # a pause: transcribe what came before
                 turn.cut = len(turn.frames)
-            reason = self.rule.ended(turn, turn.silence_s, frame_s)
+            reason = self.rule.ended(turn, silence_s, frame_s)
         if reason is None and end - turn.start >= self.max_turn_s * SAMPLE_RATE:
             reason = "limit"
         return [] if reason is None else self._end(reason, end)

@@ -37,6 +37,7 @@ COMPLETE = 0.5  # its probability over this means finished, as in Pipecat
 SHORT_SILENCE_S = 0.24  # when it is asked
 FALLBACK_SILENCE_S = 1.2  # what still ends a turn it heard as unfinished
 PAGE_SILENCE_S = 0.7  # the page's fixed rule (ui/call_mode.py's SILENCE_MS)
+EPSILON_S = 1e-6  # silences are sums of frames: compare them with room for rounding
 # English words a question does not end on: articles, possessives, conjunctions, fillers. (Not
 # prepositions or pronouns: "what is he looking at?", "what is this?" are finished.)
 UNFINISHED = frozenset("a an the my your his their its our and or but because so if than um uh er erm hmm".split())
@@ -63,7 +64,7 @@ class SilenceRule:
         self.name = f"{silence_s:g} s silence"
 
     def ended(self, turn: TurnSoFar, silence_s: float, frame_s: float) -> str | None:
-        return "silence" if silence_s >= self.silence_s - 1e-9 else None
+        return "silence" if silence_s >= self.silence_s - EPSILON_S else None
 
 
 def smart_turn_path() -> Path:
@@ -99,6 +100,11 @@ class SmartTurn:
         return probability
 
 
+def reached(silence_s: float, limit_s: float, frame_s: float) -> bool:
+    """Whether the silence has just reached limit_s, at this frame and at no other."""
+    return silence_s - frame_s < limit_s - EPSILON_S <= silence_s
+
+
 def sounds_unfinished(text: str, language: str) -> bool:
     """Whether English words stop where no question ends ("what colour is the")."""
     words = "".join(c if c.isalpha() or c == "'" else " " for c in text.lower()).split()
@@ -113,9 +119,9 @@ class SmartTurnRule:
         self.pending: Future | None = None  # the words of a pause the model heard as finished
 
     def ended(self, turn: TurnSoFar, silence_s: float, frame_s: float) -> str | None:
-        if silence_s >= self.fallback_s - 1e-9:
+        if silence_s >= self.fallback_s - EPSILON_S:
             return "silence"
-        if silence_s - frame_s < self.short_s <= silence_s + 1e-9:  # the pause has just reached short_s
+        if reached(silence_s, self.short_s, frame_s):
             self.pending = None
             if self.model.probability(turn.audio()) <= COMPLETE:
                 return None
