@@ -13,6 +13,8 @@ transcribing at each pause in its worker thread, as the server would run it:
   smart-turn         Silero, then smart-turn v3 after 0.24 s of silence; 1.2 s still ends a turn
   smart-turn + words the same, and a turn it hears as finished ends once the words of the pause
                      (the incremental transcript) do not stop on "the", "and", "um"...
+  ..., transcript in pieces   smart-turn, the transcript made of pieces between pauses (not the
+                     whole turn so far at each pause: core/listening/incremental.py)
 
 Per detector: questions cut in the middle (heard in two turns or more), turns that merge questions,
 missed questions, false turns, the end-of-turn delay after the last word (wall clock: the model's
@@ -48,15 +50,16 @@ from tests.turn_audio import SCRIPT, make_set, word_errors  # noqa: E402
 
 
 def detectors(model: SmartTurn) -> dict:
-    """name -> (a new (detector, rule) pair for one stream, whether its transcripts are measured).
-    The transcripts of the three whose figures differ (the page's, smart-turn's two) are measured:
+    """name -> (a new (detector, rule) pair for one stream, the incremental transcript's way or None).
+    The transcripts of those whose figures differ (the page's rule, smart-turn's) are measured:
     Whisper is most of this benchmark's time."""
     return {
-        "energy, 0.7 s (the page)": (lambda: (EnergyDetector(), SilenceRule(0.7)), True),
-        "silero, 0.7 s": (lambda: (SileroDetector(), SilenceRule(0.7)), False),
-        "silero, 0.3 s": (lambda: (SileroDetector(), SilenceRule(0.3)), False),
-        "silero + smart-turn v3": (lambda: (SileroDetector(), SmartTurnRule(model)), True),
-        "silero + smart-turn v3 + words": (lambda: (SileroDetector(), SmartTurnRule(model, check_words=True)), True),
+        "energy, 0.7 s (the page)": (lambda: (EnergyDetector(), SilenceRule(0.7)), "whole"),
+        "silero, 0.7 s": (lambda: (SileroDetector(), SilenceRule(0.7)), None),
+        "silero, 0.3 s": (lambda: (SileroDetector(), SilenceRule(0.3)), None),
+        "silero + smart-turn v3": (lambda: (SileroDetector(), SmartTurnRule(model)), "whole"),
+        "silero + smart-turn v3, transcript in pieces": (lambda: (SileroDetector(), SmartTurnRule(model)), "pieces"),
+        "silero + smart-turn v3 + words": (lambda: (SileroDetector(), SmartTurnRule(model, check_words=True)), "whole"),
     }
 
 
@@ -145,11 +148,11 @@ def transcripts(matched, transcriber, real_time: bool) -> dict:
     }
 
 
-def run_detector(make, streams, transcriber, model: SmartTurn, real_time: bool) -> dict:
+def run_detector(make, streams, transcriber, way: str, model: SmartTurn, real_time: bool) -> dict:
     scored, vad_cpu, decisions_before = [], 0.0, len(model.cpu_s)
     for stream in streams:
         detector, rule = make()
-        listener = Listener(detector, rule, transcriber)
+        listener = Listener(detector, rule, transcriber, transcript_way=way)
         events = listen(listener, stream.samples, real_time)
         for event, _ in events:
             if isinstance(event, TurnEnded) and event.transcript:
@@ -160,7 +163,7 @@ def run_detector(make, streams, transcriber, model: SmartTurn, real_time: bool) 
     audio_s = sum(len(s.samples) for s in streams) / SAMPLE_RATE
     total = {key: sum((s[key] for s in scored), [] if isinstance(scored[0][key], list) else 0) for key in scored[0]}
     return {
-        "rule": rule.name, "questions": sum(len(s.questions) for s in streams),
+        "rule": rule.name, "transcript": way, "questions": sum(len(s.questions) for s in streams),
         "cut_in_the_middle": total["cut"], "turns_merging_questions": total["merging_turns"],
         "missed": total["missed"], "false_turns": total["false"],
         "delay_after_last_word_s": spread(total["delays"]), "delay_paused_questions_s": spread(total["paused_delays"]),
@@ -194,8 +197,8 @@ def main() -> None:
     streams = make_set(count=args.questions)
     transcriber, _ = load_transcriber("faster-whisper", args.whisper, "cpu")
     model = SmartTurn()
-    results = {name: run_detector(make, streams, transcriber if transcribed else None, model, not args.fast)
-               for name, (make, transcribed) in detectors(model).items() if not args.only or args.only in name}
+    results = {name: run_detector(make, streams, transcriber if way else None, way or "whole", model, not args.fast)
+               for name, (make, way) in detectors(model).items() if not args.only or args.only in name}
     questions = [q for s in streams for q in s.questions]
     report = {
         "benchmark": "turn_end", "date": date.today().isoformat(),

@@ -1,13 +1,19 @@
-"""A turn's transcript made while the person speaks. At each pause the audio since the last pause
-is transcribed in a worker thread while they go on; when the turn ends, only the tail since the
-last pause is left, and often not even that: the pause that ends a turn is the one that was
-already being transcribed. The pieces are transcribed one after another on one worker (Whisper
-takes the cores it is given), and the transcript is their texts joined.
+"""A turn's transcript made while the person speaks, so that little or nothing is left to do when
+the turn ends. At each pause the Listener calls pause() with the turn so far; a worker thread
+transcribes while the person goes on or the end of the turn is being decided. Two ways:
 
-Each piece is one Whisper window of its own (a short piece costs the encoder of a 30 s window like
-a long one), so a turn with pauses costs more CPU in all than a single pass, but less after its
-end. bench/turn_end.py measures the word error rate of the joined transcript against a single pass
-over the whole turn, and the time left after the end of the turn.
+whole   (the default) the turn so far, from its start, at each pause; a newer pause replaces a job
+        not yet begun. A turn that ends at a pause (nearly all: the end of a turn is a pause) has
+        its transcript under way since that pause began: the very text one pass over the turn
+        gives, with a head start of the pause so far. Speech after the last pause means one pass
+        at the end, as without this.
+pieces  the audio since the last pause only, the texts joined: at the end only the tail since the
+        last pause is left, but each piece is heard without the words before it, and Whisper makes
+        more mistakes on fragments ("holding in his hand" heard alone as "go digging in hand").
+
+Whisper pads every window to 30 s, so a short piece costs nearly what the whole turn does: the
+pieces save little time and lose words. bench/turn_end.py measures both (word error rate against
+one pass, time left after the end of the turn).
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ import numpy as np
 
 from core.engines.api import Transcriber, Transcript
 from core.media import SAMPLE_RATE
+
+MIN_PIECE = SAMPLE_RATE // 10  # shorter audio is not worth a Whisper window
+WAYS = ("whole", "pieces")
 
 
 def joined(pieces: list[Transcript]) -> Transcript:
@@ -31,24 +40,36 @@ def joined(pieces: list[Transcript]) -> Transcript:
 
 
 class IncrementalTranscript:
-    """One turn's transcript: add() a piece at each pause, finish() with the tail."""
+    """One turn's transcript: pause() at each pause, finish() at the end."""
 
-    def __init__(self, transcriber: Transcriber, worker: ThreadPoolExecutor):
-        self.transcriber = transcriber
-        self.worker = worker  # one thread: pieces are transcribed, and joined, in the order given
-        self.pieces: list[Future] = []
+    def __init__(self, transcriber: Transcriber, worker: ThreadPoolExecutor, way: str = "whole"):
+        if way not in WAYS:
+            raise ValueError(f"way must be one of {WAYS}, not {way!r}")
+        self.transcriber, self.worker, self.way = transcriber, worker, way
+        self.pieces: list[Future] = []  # whole: the latest job alone
+        self.cut = 0  # samples of the turn already given to a job
 
-    def add(self, samples: np.ndarray) -> None:
-        if len(samples) >= SAMPLE_RATE // 10:
-            self.pieces.append(self.worker.submit(self.transcriber.transcribe, samples))
+    def pause(self, turn: np.ndarray) -> None:
+        """The person paused: transcribe what is new (pieces) or the whole turn so far (whole)."""
+        if len(turn) - (self.cut if self.way == "pieces" else 0) < MIN_PIECE:
+            return
+        if self.way == "whole":
+            if self.pieces and self.pieces[-1].cancel():  # not begun: the newer pause replaces it
+                self.pieces.pop()
+            self.pieces = [self.worker.submit(self.transcriber.transcribe, turn)]
+        else:
+            self.pieces.append(self.worker.submit(self.transcriber.transcribe, turn[self.cut:]))
+        self.cut = len(turn)
 
     def so_far(self) -> Future:
-        """The transcript of the pieces added so far (done once they are)."""
+        """The transcript of what the jobs so far hold (done once they are)."""
         pieces = list(self.pieces)
         return self.worker.submit(lambda: joined([piece.result() for piece in pieces]))
 
-    def finish(self, tail: np.ndarray | None = None) -> Future:
-        """The transcript once every piece and the tail are done (a Future: the listener never waits)."""
-        if tail is not None:
-            self.add(tail)
+    def finish(self, turn: np.ndarray, spoke_since_pause: bool) -> Future:
+        """The turn's transcript (a Future: the listener never waits). turn is the whole turn as kept."""
+        if spoke_since_pause or not self.pieces:
+            if self.way == "whole":
+                self.pieces, self.cut = [], 0
+            self.pause(turn)
         return self.so_far()

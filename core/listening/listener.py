@@ -55,22 +55,22 @@ class _Turn:
     first: int  # the first sample kept (the pre-roll's)
     last: int  # the end of the last speech frame
     frames: list = field(default_factory=list)
-    cut: int = 0  # frames already given to the incremental transcript
+    paused: int = 0  # where the last pause that was transcribed began its transcript (a sample)
     silent: int = 0  # samples of silence since the last speech frame
     incremental: IncrementalTranscript | None = None
 
     def words(self) -> Future | None:
         return self.incremental.so_far() if self.incremental else None
 
-    def audio(self, since: int = 0) -> np.ndarray:
-        """The turn's samples from frame `since` on."""
-        return np.concatenate(self.frames[since:]) if self.frames[since:] else np.zeros(0, np.float32)
+    def audio(self) -> np.ndarray:
+        return np.concatenate(self.frames) if self.frames else np.zeros(0, np.float32)
 
 
 class Listener:
     def __init__(self, detector, rule: TurnEndRule, transcriber: Transcriber | None = None, *,
-                 max_turn_s: float = MAX_TURN_S, cut_s: float = SHORT_SILENCE_S, worker: ThreadPoolExecutor | None = None):
-        self.detector, self.rule, self.transcriber = detector, rule, transcriber
+                 max_turn_s: float = MAX_TURN_S, cut_s: float = SHORT_SILENCE_S, worker: ThreadPoolExecutor | None = None,
+                 transcript_way: str = "whole"):
+        self.detector, self.rule, self.transcriber, self.transcript_way = detector, rule, transcriber, transcript_way
         self.max_turn_s, self.cut_s = max_turn_s, cut_s
         self.worker = worker or (ThreadPoolExecutor(1, thread_name_prefix="transcript") if transcriber else None)
         self.heard = 0  # samples fed so far
@@ -94,7 +94,7 @@ class Listener:
         kept = sum(len(f) for f in self.preroll)
         self.turn = _Turn(start=end - ONSET_FRAMES * len(frame), first=end - kept, last=end, frames=list(self.preroll))
         if self.transcriber:
-            self.turn.incremental = IncrementalTranscript(self.transcriber, self.worker)
+            self.turn.incremental = IncrementalTranscript(self.transcriber, self.worker, self.transcript_way)
         self.preroll.clear()
         self.loud = 0
         return [SpeechStarted(self.turn.start, end)]
@@ -109,8 +109,8 @@ class Listener:
             turn.silent += len(frame)
             silence_s = turn.silent / SAMPLE_RATE
             if turn.incremental and reached(silence_s, self.cut_s, frame_s):
-                turn.incremental.add(turn.audio(turn.cut))  # a pause: transcribe what came before
-                turn.cut = len(turn.frames)
+                turn.incremental.pause(turn.audio())  # a pause: transcribe what came before
+                turn.paused = end
             reason = self.rule.ended(turn, silence_s, frame_s)
         if reason is None and end - turn.start >= self.max_turn_s * SAMPLE_RATE:
             reason = "limit"
@@ -122,13 +122,10 @@ class Listener:
         audio = turn.audio()[:keep]
         if (turn.last - turn.start) / SAMPLE_RATE < MIN_SPEECH_S:
             return []
-        transcript = None
-        if turn.incremental:
-            cut_sample = turn.first + sum(len(f) for f in turn.frames[:turn.cut])
-            tail = audio[cut_sample - turn.first:] if turn.last > cut_sample else None
-            transcript = turn.incremental.finish(tail)
+        transcript = turn.incremental.finish(audio, turn.last > turn.paused) if turn.incremental else None
         return [TurnEnded(turn.start, turn.last, end, reason, audio, transcript)]
 
     def close(self) -> None:
+        """Hear no more: the transcripts under way are still finished, then the worker ends."""
         if self.worker:
-            self.worker.shutdown(wait=False, cancel_futures=True)
+            self.worker.shutdown(wait=False)

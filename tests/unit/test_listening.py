@@ -136,24 +136,54 @@ def test_silero_hears_no_speech_in_typing_where_the_energy_detector_does():
     assert feed(Listener(SileroDetector(), SilenceRule()), clicks) == []
 
 
-def test_the_transcript_is_made_at_each_pause():
-    pieces = []
+class Recording(FakeTranscriber):
+    """Notes the seconds of audio it is given."""
 
-    class Recording(FakeTranscriber):
-        def transcribe(self, samples, language=None):
-            pieces.append(len(samples) / SAMPLE_RATE)
-            return super().transcribe(samples, language)
+    def __init__(self, text: str = "part"):
+        super().__init__(text)
+        self.heard: list[float] = []
 
-    listener = Listener(EnergyDetector(), SilenceRule(1.0), Recording("part"), worker=Inline())
+    def transcribe(self, samples, language=None):
+        self.heard.append(len(samples) / SAMPLE_RATE)
+        return super().transcribe(samples, language)
+
+
+def test_the_whole_turn_so_far_is_transcribed_at_each_pause_and_the_last_one_is_the_transcript():
+    transcriber = Recording()
+    listener = Listener(EnergyDetector(), SilenceRule(1.0), transcriber, worker=Inline())
+    turn = ended(feed(listener, question_with_pause(0.6)))[0]
+    assert turn.transcript.result(timeout=10).text == "part"  # one transcript, not two joined
+    # the second was made at the pause that then ended the turn: nothing was left at its end
+    assert transcriber.heard == [pytest.approx(0.24 + 1.0 + 0.24, abs=0.03),
+                                 pytest.approx(0.24 + 1.0 + 0.6 + 0.8 + 0.24, abs=0.03)]
+
+
+def test_in_pieces_each_pause_transcribes_what_came_since_the_last():
+    transcriber = Recording()
+    listener = Listener(EnergyDetector(), SilenceRule(1.0), transcriber, worker=Inline(), transcript_way="pieces")
     turn = ended(feed(listener, question_with_pause(0.6)))[0]
     assert turn.transcript.result(timeout=10).text == "part part"
-    # the second piece was cut at the pause that then ended the turn: nothing was left at its end
-    assert pieces == [pytest.approx(0.24 + 1.0 + 0.24, abs=0.03), pytest.approx(0.36 + 0.8 + 0.24, abs=0.03)]
+    assert transcriber.heard == [pytest.approx(0.24 + 1.0 + 0.24, abs=0.03), pytest.approx(0.36 + 0.8 + 0.24, abs=0.03)]
+
+
+@pytest.mark.parametrize("way", ["whole", "pieces"])
+def test_speech_after_the_last_pause_is_transcribed_at_the_end(way):
+    """The hard limit ends a turn mid-speech: what came after the last pause is left at its end."""
+    transcriber = Recording()
+    listener = Listener(EnergyDetector(), SilenceRule(), transcriber, max_turn_s=2.5, transcript_way=way)
+    turn = ended(feed(listener, np.concatenate([quiet(1.0), tone(1.0), quiet(0.5), babble(3.0)])))[0]
+    assert turn.reason == "limit" and isinstance(turn.transcript, Future)
+    assert turn.transcript.result(timeout=10).text == {"whole": "part", "pieces": "part part"}[way]
+    seconds = len(turn.audio) / SAMPLE_RATE
+    if way == "whole":
+        assert transcriber.heard[-1] == pytest.approx(seconds, abs=0.001)  # one pass over the turn
+    else:
+        assert sum(transcriber.heard) == pytest.approx(seconds, abs=0.001)  # every sample once
     listener.close()
 
 
 def test_the_words_of_the_pause_keep_an_unfinished_question_open():
-    said = ["what colour is the", "car"]
+    said = ["what colour is the", "what colour is the car"]
 
     class Words(FakeTranscriber):
         def transcribe(self, samples, language=None):
@@ -161,7 +191,7 @@ def test_the_words_of_the_pause_keep_an_unfinished_question_open():
 
     listener = Listener(EnergyDetector(), SmartTurnRule(Verdicts(0.9, 0.9), check_words=True), Words(), worker=Inline())
     turns = ended(feed(listener, question_with_pause(0.6)))
-    assert [t.reason for t in turns] == ["meaning"]  # "...the" waited; "car" ended it
+    assert [t.reason for t in turns] == ["meaning"]  # "...the" waited; "...car" ended it
     assert turns[0].transcript.result(timeout=10).text == "what colour is the car"
     listener.close()
 
@@ -193,20 +223,3 @@ def test_a_missing_smart_turn_model_says_how_to_install_it(monkeypatch):
     with pytest.raises(ModelLoadError) as error:
         turn_end.smart_turn_path()
     assert "pipecat-ai" in error.value.hint
-
-
-def test_the_tail_after_the_last_pause_is_transcribed_at_the_end():
-    """The hard limit ends a turn mid-speech: what came after the last pause is the tail."""
-    pieces = []
-
-    class Recording(FakeTranscriber):
-        def transcribe(self, samples, language=None):
-            pieces.append(len(samples) / SAMPLE_RATE)
-            return super().transcribe(samples, language)
-
-    listener = Listener(EnergyDetector(), SilenceRule(), Recording(), max_turn_s=2.5)
-    turn = ended(feed(listener, np.concatenate([quiet(1.0), tone(1.0), quiet(0.5), babble(3.0)])))[0]
-    assert turn.reason == "limit" and isinstance(turn.transcript, Future)
-    assert turn.transcript.result(timeout=10).text == "what is in the picture what is in the picture"
-    assert sum(pieces) == pytest.approx(len(turn.audio) / SAMPLE_RATE, abs=0.001)  # every sample once
-    listener.close()
