@@ -3,10 +3,10 @@ the turn ends. At each pause the Listener calls pause() with the turn so far; a 
 transcribes while the person goes on or the end of the turn is being decided. Two ways:
 
 whole   (the default) the turn so far, from its start, at each pause; a newer pause replaces a job
-        not yet begun. A turn that ends at a pause (nearly all: the end of a turn is a pause) has
-        its transcript under way since that pause began: the very text one pass over the turn
-        gives, with a head start of the pause so far. Speech after the last pause means one pass
-        at the end, as without this.
+        not yet begun. The audio given is what the turn would be were it to end at that pause, so
+        a turn that ends at a pause (nearly all: the end of a turn is a pause) has had its one pass
+        under way since the pause began, on the very same samples: the same text, with a head
+        start. Speech after the last pause means one pass at the end, as without this.
 pieces  the audio since the last pause only, the texts joined: at the end only the tail since the
         last pause is left, but each piece is heard without the words before it, and Whisper makes
         more mistakes on fragments ("holding in his hand" heard alone as "go digging in hand").

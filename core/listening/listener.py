@@ -109,17 +109,21 @@ class Listener:
             turn.silent += len(frame)
             silence_s = turn.silent / SAMPLE_RATE
             if turn.incremental and reached(silence_s, self.cut_s, frame_s):
-                turn.incremental.pause(turn.audio())  # a pause: transcribe what came before
+                turn.incremental.pause(self._kept(turn, end))  # what the turn would be, were it to end here
                 turn.paused = end
             reason = self.rule.ended(turn, silence_s, frame_s)
         if reason is None and end - turn.start >= self.max_turn_s * SAMPLE_RATE:
             reason = "limit"
         return [] if reason is None else self._end(reason, end)
 
+    @staticmethod
+    def _kept(turn: _Turn, end: int) -> np.ndarray:
+        """The turn as it is kept: from the pre-roll to TRAILING_S after its last speech."""
+        return turn.audio()[:min(end, turn.last + round(TRAILING_S * SAMPLE_RATE)) - turn.first]
+
     def _end(self, reason: str, end: int) -> list:
         turn, self.turn = self.turn, None
-        keep = min(end, turn.last + round(TRAILING_S * SAMPLE_RATE)) - turn.first
-        audio = turn.audio()[:keep]
+        audio = self._kept(turn, end)
         if (turn.last - turn.start) / SAMPLE_RATE < MIN_SPEECH_S:
             return []
         transcript = turn.incremental.finish(audio, turn.last > turn.paused) if turn.incremental else None
