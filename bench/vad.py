@@ -48,6 +48,7 @@ from bench.quick import parse_args  # noqa: E402
 from core.media import SAMPLE_RATE, load_audio, wav_bytes  # noqa: E402
 from tests.e2e.conftest import CHROMIUM_FLAGS  # noqa: E402
 from tests.fake_mic import conversation  # noqa: E402
+from tests.turn_audio import add_clicks  # noqa: E402
 from ui.call_mode import JS, SILENCE_MS  # noqa: E402
 
 QUESTIONS = ["What is in this picture?", "What colour is the big red car?", "Please describe this image.",
@@ -65,13 +66,10 @@ def noisy(samples: np.ndarray, snr_db: float | None, rng: np.random.Generator) -
 
 
 def with_clicks(samples: np.ndarray, rng: np.random.Generator, per_s: float = 6) -> np.ndarray:
-    """Typing on a keyboard: 10 ms decaying bursts (peak 0.3) at random, per_s a second."""
+    """Typing on a keyboard over the whole file (tests/turn_audio.py's clicks, per_s a second)."""
     out = samples.copy()
-    burst = int(0.01 * SAMPLE_RATE)
-    shape = np.exp(-np.linspace(0, 5, burst)).astype(np.float32) * 0.3
-    for at in rng.integers(0, len(out) - burst, int(per_s * len(out) / SAMPLE_RATE)):
-        out[at:at + burst] += shape * rng.normal(0, 1, burst).astype(np.float32)
-    return np.clip(out, -1, 1)
+    add_clicks(out, 0, len(out), rng, per_s)
+    return out
 
 
 def energy_detector(page, samples: np.ndarray) -> tuple[list[tuple[float, float]], float]:

@@ -15,6 +15,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-app}"
 ESLINT=(eslint@9.39.5 @eslint/js@9.39.5 globals@16.5.0)  # the JavaScript linter (eslint.config.mjs), dev only
+# The end-of-turn model, smart-turn v3 (core/listening/turn_end.py), is the ONNX file inside Pipecat's wheel:
+# installed without Pipecat's dependencies (aiohttp, pydantic, numba, ...), which nothing here imports.
+SMART_TURN=pipecat-ai==1.14.0
 case "$mode" in
     front-end|app|dev) ;;
     *) echo "usage: bash scripts/install.sh [front-end|app|dev]" >&2; exit 2 ;;
@@ -46,6 +49,7 @@ check() {  # check MODULES...: they import, or the install failed
 }
 if [ "$mode" = front-end ]; then
     pip install -r requirements.txt
+    pip install --no-deps "$SMART_TURN"
     check streamlit faster_whisper av gtts openai
     exit 0
 fi
@@ -82,6 +86,7 @@ fi
 [ "$mode" = dev ] && requirements+=(-r requirements-dev.txt)
 pip install -c "$hold" "${requirements[@]}"
 pip install --no-deps "openai-whisper==20250625"
+pip install --no-deps "$SMART_TURN"
 check torch transformers streamlit faster_whisper whisper gtts
 
 if [ "$mode" = dev ]; then

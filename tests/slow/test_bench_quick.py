@@ -22,6 +22,7 @@ BENCHES = sorted(p for p in (ROOT / "bench").glob("*.py") if 'if __name__ == "__
 # slowest first (seconds for --quick here: 2 cores shared with other work)
 PARTS = {
     "call_mode": ["call_mode", "click_path", "conversation", "median"],  # 70 s
+    "turn_end": ["set", "detectors"],  # 55 s (Whisper tiny.en on 2 questions, with the machine loaded)
     "first_answer": ["cold", "restart", "turns", "decode", "prepared"],  # 45 s
     "turn_latency": ["turns", "structural", "stt"],  # 40 s
     "gpu_turn": ["turn", "stt", "recompile", "decode", "restart"],  # 35 s

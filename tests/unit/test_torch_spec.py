@@ -114,11 +114,12 @@ def test_install_without_a_gpu_adds_no_gpu_extras(tmp_path):
     assert any("-r requirements-local.txt" in line for line in lines)
     assert not any("requirements-gpu.txt" in line or "--index-url" in line for line in lines)
     assert any(line.startswith("pip install --no-deps openai-whisper") for line in lines)
+    assert "pip install --no-deps pipecat-ai==1.14.0" in lines  # smart-turn v3's model, not Pipecat's dependencies
 
 
-def test_front_end_install_is_requirements_txt_alone_even_on_a_gpu_host(tmp_path):
+def test_front_end_install_is_requirements_txt_and_the_turn_model_even_on_a_gpu_host(tmp_path):
     output = dry_install(tmp_path, "front-end", HEADER.format(driver="580.65.06", cuda="13.0"))
-    assert pip_lines(output) == ["pip install -r requirements.txt"]
+    assert pip_lines(output) == ["pip install -r requirements.txt", "pip install --no-deps pipecat-ai==1.14.0"]
 
 
 def test_the_test_install_adds_the_test_tools_and_the_test_browser(tmp_path):
