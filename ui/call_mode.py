@@ -26,14 +26,11 @@ browser tests and bench/call_mode.py measure from the speech in the fake microph
 
 from __future__ import annotations
 
-import base64
-import binascii
 from pathlib import Path
 
 import streamlit as st
 
-from ui import state
-from ui.speech_queue import ReplyId
+from ui import component_values, state
 
 KEY = "talk-call"
 SILENCE_MS = 700  # end of turn: this long below the speech threshold
@@ -50,20 +47,15 @@ def _events():
 
 
 def _on_utterance() -> None:
-    """The component's callback: what the page heard waits in ui.state for this run to ask it."""
-    utterance = getattr(_events(), "utterance", None)
-    if not isinstance(utterance, dict) or int(utterance.get("id") or 0) <= state.heard():
-        return  # not a message from the page, or one already taken
-    try:
-        wav = base64.b64decode(utterance.get("wav", ""), validate=True)
-    except (binascii.Error, TypeError, ValueError):
-        wav = b""  # a broken message: the turn says "I heard nothing" rather than failing
-    state.put_utterance(int(utterance["id"]), wav)
+    """The component's callback: what the page heard, checked (ui.component_values), waits in
+    ui.state for this run to ask it."""
+    if (heard := component_values.utterance(getattr(_events(), "utterance", None), state.heard())) is not None:
+        state.put_utterance(heard.id, heard.wav, heard.cut)
 
 
 def _on_barge() -> None:
-    if isinstance(barge := getattr(_events(), "barge", None), dict):
-        state.put_barge(ReplyId.parse(barge.get("turn")), bool(barge.get("spoken")), int(barge.get("upto") or 0))
+    if (barge := component_values.barge(getattr(_events(), "barge", None))) is not None:
+        state.put_barge(barge.turn, barge.spoken, barge.upto)
 
 
 def mount(on: bool) -> None:
