@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
@@ -33,6 +34,11 @@ from core.store.session_log import (
 # reaching a session some other way is cut, with a notice: beyond this the index, the search
 # snippets and the model's context gain nothing but cost time.
 MAX_QUESTION_CHARS = 20_000
+# Why a question has an empty answer that is still to come: nothing of its reply was written or said
+# (it waited for the model, or a rerun cut in first). The next run answers it, or the next question's
+# answer covers it too (ChatSession.ask).
+BEFORE_REPLY = "Interrupted before the reply began."
+JOINED = "Answered together with the next question, which came while this one waited."
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +106,7 @@ class ChatSession:
         self.pending_image: str | None = None  # set from the sidebar, taken by the next question
         self.encoding = None  # the worker's job encoding pending_image ahead of its question (core.chat.turn.pre_encode)
         self.talked_over_upto = 0  # call mode: replies to its utterances up to this id were talked over
+        self.asking = threading.Lock()  # one question at a time is transcribed and recorded (two runs may overlap)
         self._replying: tuple[Interrupt, int] | None = None  # the reply being written, and the utterance it answers
         self._log: SessionLog | None = None
 
@@ -172,9 +179,29 @@ class ChatSession:
         if self.pending_image:
             question = replace(question, image=self.pending_image)
             self.pending_image = None
+        self._join_waiting()
         self._record(question_record(Turn(), question))  # numbered by the log: another tab may write it too
         self.trim_images()
         return len(self.conversation.items) - 1
+
+    def awaits_answer(self, index: int) -> bool:
+        """True when nothing of the answer at index was written or said: none yet, or one stopped before it began."""
+        answer = self.exchange(index).answer
+        return answer is None or (answer.status == "stopped" and not answer.text and answer.note == BEFORE_REPLY)
+
+    def _join_waiting(self) -> None:
+        """A new question while earlier ones only wait: they are in the conversation the model reads (a
+        question without an answer is sent with the next one), so one answer covers them all. Each gets
+        its answer record now, saying so (issue 26: a question that waits is never silently dropped)."""
+        for index, item in enumerate(self.conversation.items):
+            if isinstance(item, Exchange) and self.awaits_answer(index):
+                self.answer(index, Answer("", "stopped", JOINED))
+
+    def settle(self, index: int) -> None:
+        """Whatever ended the page's turn (a rerun, a closed tab, a bug), the question at index has an
+        answer record: one that is still to come, when none was written."""
+        if self.exchange(index).answer is None:
+            self.answer(index, Answer("", "stopped", BEFORE_REPLY))
 
     def exchange(self, index: int) -> Exchange:
         """The exchange at item index (what the page and core.chat.turn address an exchange by)."""
@@ -239,13 +266,14 @@ class ChatSession:
 
     def barge_in(self, playing: int | None) -> None:
         """What is left after the user spoke over a reply (playing: the exchange whose voice was
-        playing, if any). A question whose reply had not begun is not to be answered now; a reply
-        written but still being spoken is marked stopped; one being written was ended by its interrupt."""
+        playing, if any). A question whose reply had not begun is still to be answered (by the next run,
+        or with the question being spoken now); a reply written but still being spoken is marked stopped;
+        one being written was ended by its interrupt."""
         last = self.conversation.last_exchange_index()
         if last is None:
             return
-        if self.exchange(last).answer is None:  # the rerun cut in before its reply began
-            self.answer(last, Answer("", "stopped", "Interrupted before the reply began."))
+        if self.exchange(last).answer is None:  # the rerun cut in before its reply began: still to come
+            self.answer(last, Answer("", "stopped", BEFORE_REPLY))
         elif playing == last:
             self.cut_off(last)
 
