@@ -38,6 +38,7 @@ from core.engines.api import (
 )
 from core.engines.tts import join_speech
 from core.errors import AppError, InvalidAudio, SpeechError
+from core.limits import MAX_REPLY_AUDIO_BYTES
 from core.media import AudioInput, digest, load_audio
 
 logger = logging.getLogger(__name__)
@@ -212,6 +213,7 @@ class _Draft:
     spoken: list[Speech] = field(default_factory=list)
     clock: _Clock = field(default_factory=_Clock)
     info: GenerationInfo | None = None
+    audio_bytes: int = 0  # of the speech kept so far
 
     def stopped(self, why: str) -> None:
         if self.status == "complete":
@@ -220,6 +222,11 @@ class _Draft:
 
     def failed(self, note: str) -> None:
         self.status = "partial" if self.text else "error"
+        self.notes.insert(0, note)
+
+    def cut(self, note: str) -> None:
+        """More came than a limit lets through (core.limits): what was kept stays, marked partial."""
+        self.status = "partial" if self.status == "complete" else self.status
         self.notes.insert(0, note)
 
     def note(self, note: str) -> None:
@@ -322,6 +329,9 @@ class Reply:
             generation.close()
         clock.timings["generate_s"] = clock.since(start)
         self.draft.info = generation.info
+        if generation.info is not None and generation.info.cut_chars is not None:
+            self.draft.cut(f"The chat server sent more than the {self.options.max_new_tokens} tokens asked for; "
+                           f"the reply is cut at {generation.info.cut_chars:,} characters.")
         if self.interrupt.is_set():  # Stop was pressed, or the engine ended early because of it
             self._stopped("Stopped before the end.")
 
@@ -358,12 +368,23 @@ class Reply:
     def _spoken(self, wait: bool) -> Iterator[Spoken]:
         clock = self.draft.clock
         for speech, seconds in self.voice.ready(wait, self.draft.note):
+            if self.draft.audio_bytes + len(speech.audio) > MAX_REPLY_AUDIO_BYTES:
+                self._speech_full()
+                return
+            self.draft.audio_bytes += len(speech.audio)
             clock.first("first_audio_s")
             clock.add("tts_s", seconds)
             if speech.note:
                 self.draft.note(speech.note)
             self.draft.spoken.append(speech)
             yield Spoken(speech)
+
+    def _speech_full(self) -> None:
+        """The reply's audio reached its limit (core.limits): no more is made, kept or sent; the text goes on."""
+        self.voice.close(cancel=True)
+        self.voice = None
+        self.draft.note(f"Only the first {MAX_REPLY_AUDIO_BYTES // 2**20} MiB of the reply's audio are spoken and kept "
+                        "(about 6 minutes); read the rest.")
 
     def _record(self) -> Answer:
         """Fold the draft into the Answer (complete, partial or stopped) and record it."""
