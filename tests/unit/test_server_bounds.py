@@ -14,7 +14,7 @@ from core.chat.session import ChatSession
 from core.engines.api import GenerationOptions
 from core.engines.remote import RemoteChatModel
 from core.engines.tts import make_speaker
-from core.limits import MAX_REPLY_AUDIO_BYTES, max_reply_chars
+from core.limits import MAX_REPLY_AUDIO_BYTES, MAX_RESPONSE_BYTES, max_reply_chars
 from core.store.session_log import read_session
 from tests.fakes import FakeSpeaker
 from tests.flood_server import MODEL, FloodServer, sse, text_chunk
@@ -103,3 +103,16 @@ def test_a_server_sending_only_empty_chunks_is_cut_too(settings):
     with FloodServer(lambda: (text_chunk("") for _ in range(10**6))) as server:
         answer, _ = one_turn(settings, server, FakeSpeaker())
     assert answer.text == "" and answer.status == "partial" and "cut at 0 characters" in answer.note
+
+
+def test_an_endless_line_is_read_up_to_the_byte_limit_only(settings):
+    """A body that never ends a line: the SDK's event parser would hold it whole."""
+    with FloodServer(lambda: (b"x" * 2**16 for _ in range(4 * MAX_RESPONSE_BYTES // 2**16))) as server:
+        tracemalloc.start()
+        try:
+            answer, _ = one_turn(settings, server, FakeSpeaker())
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert answer.status == "error" and answer.text == ""
+    assert peak < 3 * MAX_RESPONSE_BYTES  # before: the whole 64 MiB line, held and copied
