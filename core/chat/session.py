@@ -17,6 +17,7 @@ from core.engines.api import STOP_PRESSED, TALKED_OVER, Interrupt
 from core.errors import InvalidImage
 from core.media import ImageInput, load_image
 from core.store.session_log import (
+    LOG_FULL,
     LogFolderError,
     SessionLog,
     answer_record,
@@ -287,7 +288,10 @@ class ChatSession:
         """Apply a record to the conversation and append it to the log: the same function applies it
         again when the log is read back (core.store.session_log.apply)."""
         apply(self.conversation, record)
+        full = self.log.full
         self.log.append(record)
+        if self.log.full and not full:  # the log's last line says so; the page says it here
+            self.conversation.notify(Notice(LOG_FULL, level="warning"))
 
     def error(self, index: int, message: str, detail: str = "") -> None:
         """Log an error of the exchange at index (its number may be given later, when the log can be written)."""
