@@ -194,9 +194,14 @@ class ChatSession:
         """A new question while earlier ones only wait: they are in the conversation the model reads (a
         question without an answer is sent with the next one), so one answer covers them all. Each gets
         its answer record now, saying so (issue 26: a question that waits is never silently dropped)."""
-        for index, item in enumerate(self.conversation.items):
-            if isinstance(item, Exchange) and self.awaits_answer(index):
-                self.answer(index, Answer("", "stopped", JOINED))
+        waiting = []  # the questions asked since the last one answered (or stopped), in order
+        for index in range(len(self.conversation.items) - 1, -1, -1):
+            if isinstance(self.conversation.items[index], Exchange):
+                if not self.awaits_answer(index):
+                    break
+                waiting.insert(0, index)
+        for index in waiting:
+            self.answer(index, Answer("", "stopped", JOINED))
 
     def settle(self, index: int) -> None:
         """Whatever ended the page's turn (a rerun, a closed tab, a bug), the question at index has an
