@@ -101,7 +101,7 @@ def stream_answer(session: ChatSession, engines: Engines, choices: Choices, inde
         beat = st.empty()
         speech = speech_queue.SpeechQueue(index, choices.rate, heard)  # also tells call mode a reply is being written
         reply = turn.answer(session, engines, index, choices.options, speak=choices.speak, timings=timings)
-        session.replying(reply.interrupt, heard)  # Stop and the user talking over it end it through its interrupt
+        session.replying(reply.interrupt, heard, index)  # Stop and the user talking over it end it through its interrupt
         try:
             stop_box = st.empty()
             stop_box.button("Stop", icon=":material/stop_circle:", key=f"stop-{index}", on_click=state.stop,
@@ -248,7 +248,7 @@ def main() -> None:
         ask(session, engines, choices, turn.TurnInput(audio=wav, language=choices.language), utterance_id)
     last = session.conversation.last_exchange_index()  # a new question's answer covers those that only waited
     if last is not None and session.awaits_answer(last):
-        stream_answer(session, engines, choices, last)  # regenerate, resend, or a reply a rerun cut in before
+        stream_answer(session, engines, choices, last, heard=session.heard_of(last))  # regenerate, resend, a rerun
     draw_footer(session, timings_box)
     with call_box:  # last: its mount tells the page that this run is over
         call_mode.mount(choices.hands_free)

@@ -109,6 +109,7 @@ class ChatSession:
         self.talked_over_upto = 0  # call mode: replies to its utterances up to this id were talked over
         self.asking = threading.Lock()  # one question at a time is transcribed and recorded (two runs may overlap)
         self._replying: tuple[Interrupt, int] | None = None  # the reply being written, and the utterance it answers
+        self._heard: dict[int, int] = {}  # item index -> the call mode utterance its question was said in
         self._log: SessionLog | None = None
 
     @classmethod
@@ -250,13 +251,20 @@ class ChatSession:
             self.regenerate(index)  # the new answer replaces it in the log
         return True
 
-    def replying(self, interrupt: Interrupt, heard: int = 0) -> None:
-        """The reply being written from now on, with the call mode utterance it answers (0: typed).
-        Stop and the user talking over it reach it through its interrupt; a reply to an utterance
-        already talked over (before a rerun could cut in) stops at once."""
+    def replying(self, interrupt: Interrupt, heard: int = 0, index: int | None = None) -> None:
+        """The reply being written from now on (to the exchange at index), with the call mode utterance
+        it answers (0: typed). Stop and the user talking over it reach it through its interrupt; a reply
+        to an utterance already talked over (before a rerun could cut in) stops at once: its question is
+        answered with the one being said."""
         self._replying = (interrupt, heard)
+        if index is not None and heard:
+            self._heard[index] = heard
         if 0 < heard <= self.talked_over_upto:
             interrupt.set(TALKED_OVER)
+
+    def heard_of(self, index: int) -> int:
+        """The call mode utterance the question at index was said in (0: typed, or not known)."""
+        return self._heard.get(index, 0)
 
     def stop(self) -> None:
         """Stop was pressed: the reply being written ends at its next step, its text kept."""

@@ -77,6 +77,23 @@ def test_talking_while_the_question_waits_for_the_model_does_not_drop_it(setting
     assert session.exchange(asked.index).answer.note == BEFORE_REPLY and session.awaits_answer(asked.index)
 
 
+def test_a_question_talked_over_before_its_reply_waits_for_the_one_being_said(settings, engines):
+    """Answered again by a later run it would speak over the person; it stays to be answered with the next question."""
+    session = ChatSession(settings)
+    asked = spoken(session, engines, "what is in the picture")
+    session.replying(turn.answer(session, engines, asked.index, OPTIONS).interrupt, heard=1, index=asked.index)
+    session.talked_over(1)  # the person starts speaking again before the reply began (a barge-in)
+    session.settle(asked.index)  # the run ends
+    again = turn.answer(session, engines, asked.index, OPTIONS)  # what the page's next run tries
+    session.replying(again.interrupt, session.heard_of(asked.index), asked.index)
+    assert [type(e) for e in again] == [turn.Done] and session.awaits_answer(asked.index)
+    assert engines.chat.calls == []  # the model never started on it
+    second = spoken(session, engines, "the red thing on the left")
+    list(turn.answer(session, engines, second.index, OPTIONS))
+    assert [e.question.text for e in engines.chat.calls[-1][0]] == ["what is in the picture", "the red thing on the left"]
+    assert session.exchange(asked.index).answer.note == JOINED
+
+
 def test_stop_while_waiting_is_a_stop(settings, engines):
     session = ChatSession(settings)
     other = queue_for(engines.chat.lock).join()
