@@ -10,13 +10,14 @@ is on. Its script (ui/js/call_mode.js) keeps the call on `window` (the microphon
   over -45 dBFS, and ends after `silence_ms` below it; 300 ms before the start are kept, so the first word is whole;
   bursts shorter than 250 ms are dropped;
 - each utterance, resampled to 16 kHz mono 16-bit WAV, is sent as the trigger value "utterance"
-  ({id, wav: base64}); Python asks it as a voice question (ui.state.take_utterance);
+  ({id, wav: base64}); ui.component_values checks it (and every other value the page sends), and
+  Python asks it as a voice question (ui.state.take_utterance);
 - barge-in: speech starting while a reply is written or spoken silences the speech queue at once
   (ui/speech_queue.py, in the browser; clips of replies to earlier utterances are dropped when
   they come) and sends the trigger "barge" ({turn: the queue's reply id, spoken, upto: the last
   utterance id sent}):
-  a reply to an utterance up to that id stops (or never starts), and a written reply whose voice
-  was cut is marked stopped;
+  a reply to an utterance up to that id stops (one not begun waits: the answer to what is being
+  said covers its question too, core.chat.session), and a written reply whose voice was cut is marked stopped;
 - what the user sees: a state (listening, hearing you, thinking, speaking) and a level meter.
 
 window.__talkCall.log records per utterance {onset_sample, end_sample, onset_at, end_at, sent_at,
