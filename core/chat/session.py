@@ -37,8 +37,8 @@ from core.store.session_log import (
 MAX_QUESTION_CHARS = 20_000
 # Why a question has an empty answer that is still to come: nothing of its reply was written or said
 # (it waited for the model, or a rerun cut in first). The next run answers it, or the next question's
-# answer covers it too (ChatSession.ask).
-BEFORE_REPLY = "Interrupted before the reply began."
+# answer covers it too (ChatSession.ask); the page may show this note until its next rerun, so it says both.
+BEFORE_REPLY = "Interrupted before the reply began; the next answer covers this question."
 JOINED = "Answered together with the next question, which came while this one waited."
 
 log = logging.getLogger(__name__)
