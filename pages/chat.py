@@ -187,16 +187,29 @@ def typed(prompt, choices: Choices) -> turn.TurnInput:
     )
 
 
-def ask(session: ChatSession, engines: Engines, choices: Choices, turn_input: turn.TurnInput, heard: int = 0) -> None:
+def ask(session: ChatSession, engines: Engines, choices: Choices, turn_input: turn.TurnInput, drawn: int,
+        heard: int = 0) -> None:
+    """Ask and answer; drawn: the items this run drew before (a question another run asked meanwhile is not)."""
     event = turn.ask(session, engines, turn_input)
     if isinstance(event, turn.Rejected):
         exchange_view.draw_notice(event.notice)
     elif isinstance(event, turn.Asked):
         try:
+            for index in (i for i in event.joined if i >= drawn):  # its answer covers them: they show with theirs
+                exchange_view.draw_exchange(session.log_dir, session.exchange(index))
             exchange_view.draw_question(session.log_dir, session.exchange(event.index))
             stream_answer(session, engines, choices, event.index, event.timings, heard)
         finally:  # a rerun may cut in anywhere: the question has an answer record all the same
             session.settle(event.index)
+
+
+def ask_all(session: ChatSession, engines: Engines, choices: Choices, prompt, drawn: int) -> None:
+    """What this run was asked: the chat box's question, then what call mode heard, oldest first."""
+    if prompt:
+        ask(session, engines, choices, typed(prompt, choices), drawn)
+    while (heard := state.take_utterance()) is not None:
+        utterance_id, wav = heard
+        ask(session, engines, choices, turn.TurnInput(audio=wav, language=choices.language), drawn, utterance_id)
 
 
 def draw_footer(session: ChatSession, timings_box) -> None:
@@ -241,11 +254,8 @@ def main() -> None:
     if action := state.take_action():
         do_action(session, action)
     draw_conversation(session, asking=asking)
-    if prompt:
-        ask(session, engines, choices, typed(prompt, choices))
-    while (heard := state.take_utterance()) is not None:  # what call mode heard, oldest first
-        utterance_id, wav = heard
-        ask(session, engines, choices, turn.TurnInput(audio=wav, language=choices.language), utterance_id)
+    drawn = len(session.conversation.items)
+    ask_all(session, engines, choices, prompt, drawn)
     last = session.conversation.last_exchange_index()  # a new question's answer covers those that only waited
     if last is not None and session.awaits_answer(last):
         stream_answer(session, engines, choices, last, heard=session.heard_of(last))  # regenerate, resend, a rerun

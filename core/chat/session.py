@@ -191,17 +191,21 @@ class ChatSession:
         answer = self.exchange(index).answer
         return answer is None or (answer.status == "stopped" and not answer.text and answer.note == BEFORE_REPLY)
 
-    def _join_waiting(self) -> None:
-        """A new question while earlier ones only wait: they are in the conversation the model reads (a
-        question without an answer is sent with the next one), so one answer covers them all. Each gets
-        its answer record now, saying so (issue 26: a question that waits is never silently dropped)."""
-        waiting = []  # the questions asked since the last one answered (or stopped), in order
+    def waiting(self) -> list[int]:
+        """The questions asked since the last one answered (or stopped) that still await their answer, in order."""
+        waiting: list[int] = []
         for index in range(len(self.conversation.items) - 1, -1, -1):
             if isinstance(self.conversation.items[index], Exchange):
                 if not self.awaits_answer(index):
                     break
                 waiting.insert(0, index)
-        for index in waiting:
+        return waiting
+
+    def _join_waiting(self) -> None:
+        """A new question while earlier ones only wait: they are in the conversation the model reads (a
+        question without an answer is sent with the next one), so one answer covers them all. Each gets
+        its answer record now, saying so (issue 26: a question that waits is never silently dropped)."""
+        for index in self.waiting():
             self.answer(index, Answer("", "stopped", JOINED))
 
     def settle(self, index: int) -> None:

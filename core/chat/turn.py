@@ -71,6 +71,7 @@ class Asked:  # the question is in the conversation (for voice: the transcript i
     index: int
     question: Question
     timings: dict[str, float]  # stt_s for a voice question
+    joined: tuple[int, ...] = ()  # the questions that only waited, whose answer this one's covers (ChatSession.ask)
 
 
 @dataclass(frozen=True)
@@ -170,8 +171,9 @@ def _ask(session: ChatSession, engines: Engines, turn_input: TurnInput) -> Rejec
         if not session.pending_image:
             return None  # nothing to ask
         question = replace(question, text=DEFAULT_IMAGE_QUESTION)
+    joined = tuple(session.waiting())
     index = session.ask(question)
-    return Asked(index, session.exchange(index).question, clock.timings)
+    return Asked(index, session.exchange(index).question, clock.timings, joined)
 
 
 def _spoken(session: ChatSession, engines: Engines, typed: Question, recording: bytes) -> Question:

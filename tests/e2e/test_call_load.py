@@ -48,4 +48,4 @@ def test_four_sessions_speaking_while_their_question_waits_get_every_question_an
         assert first.answer.text or first.answer.note == JOINED  # answered, or together with the second
         joined += first.answer.note == JOINED
     shown = sum(call.page.get_by_text(COVERED).count() + call.page.get_by_text(JOINED).count() > 0 for call in calls)
-    assert shown >= joined  # the page says so under each first question answered with the second
+    assert shown >= joined  # the page shows each first question answered with the second, and says so

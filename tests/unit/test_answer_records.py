@@ -43,6 +43,7 @@ def test_a_question_that_only_waits_is_answered_together_with_the_next(settings,
     session = ChatSession(settings)
     first = spoken(session, engines, "what is in the picture")  # its reply never began (a rerun, the next utterance)
     second = spoken(session, engines, "and what colour is it")
+    assert second.joined == (first.index,)  # the page shows it with the answer that covers it
     reply = list(turn.answer(session, engines, second.index, OPTIONS))
     seen, _ = engines.chat.calls[-1]
     assert [e.question.text for e in seen] == ["what is in the picture", "and what colour is it"]  # one answer, both
