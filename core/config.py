@@ -27,6 +27,7 @@ from typing import Callable, Mapping, Sequence, TypeVar
 from urllib.parse import urlsplit
 
 from core.errors import AppError
+from core.limits import MAX_RECORDING_S
 
 CUDA_LLAVA_MODEL = "llava-hf/llava-1.5-7b-hf"
 CPU_LLAVA_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
@@ -443,7 +444,7 @@ class Settings:
     stt_api_key: str | None = None
     max_image_pixels: int = 40_000_000  # 40 megapixels; bigger uploads are refused
     max_image_bytes: int = 25 * 1024 * 1024  # 25 MiB, also .streamlit/config.toml maxUploadSize
-    max_audio_seconds: float = 60.0  # longer recordings are refused
+    max_audio_seconds: float = MAX_RECORDING_S  # longer recordings are refused (core.limits)
     token_timeout_s: float = 300.0  # longest wait for one generated chunk
     llava_cache_tokens: int | None = None  # LLAVA_CACHE_TOKENS: KV cache length on CUDA; None: the model's context
     piper_voice: Path | None = None  # PIPER_VOICE: a Piper voice's .onnx (its .onnx.json beside it); None: the bundled one

@@ -101,11 +101,11 @@ def stream_answer(session: ChatSession, engines: Engines, choices: Choices, inde
         beat = st.empty()
         speech = speech_queue.SpeechQueue(index, choices.rate, heard)  # also tells call mode a reply is being written
         reply = turn.answer(session, engines, index, choices.options, speak=choices.speak, timings=timings)
-        session.replying(reply.interrupt, heard)  # Stop and the user talking over it end it through its interrupt
-        stop_box = st.empty()
-        stop_box.button("Stop", icon=":material/stop_circle:", key=f"stop-{index}", on_click=state.stop, args=(session,),
-                        help="Stop writing and speaking; the reply so far is kept.")
+        session.replying(reply.interrupt, heard, index)  # Stop and the user talking over it end it through its interrupt
         try:
+            stop_box = st.empty()
+            stop_box.button("Stop", icon=":material/stop_circle:", key=f"stop-{index}", on_click=state.stop,
+                            args=(session,), help="Stop writing and speaking; the reply so far is kept.")
             st.write_stream(safe_stream(text_of(reply, status, beat, speech)))
         finally:
             reply.close()  # a rerun (Stop, any click) interrupts here: the partial reply is still logged
@@ -122,6 +122,8 @@ def text_of(reply: turn.Reply, status, beat, speech: speech_queue.SpeechQueue):
     for event in reply:
         if isinstance(event, turn.Waiting):
             status.info(event.message, icon=":material/hourglass_top:")
+            if event.speech:  # a spoken question hears that it waits
+                speech.play(event.speech.audio, event.speech.format)
         elif isinstance(event, turn.Working):
             beat.empty()  # draws nothing; a Stop clicked meanwhile interrupts the run here
         elif isinstance(event, turn.Token):
@@ -185,13 +187,29 @@ def typed(prompt, choices: Choices) -> turn.TurnInput:
     )
 
 
-def ask(session: ChatSession, engines: Engines, choices: Choices, turn_input: turn.TurnInput, heard: int = 0) -> None:
+def ask(session: ChatSession, engines: Engines, choices: Choices, turn_input: turn.TurnInput, drawn: int,
+        heard: int = 0) -> None:
+    """Ask and answer; drawn: the items this run drew before (a question another run asked meanwhile is not)."""
     event = turn.ask(session, engines, turn_input)
     if isinstance(event, turn.Rejected):
         exchange_view.draw_notice(event.notice)
     elif isinstance(event, turn.Asked):
-        exchange_view.draw_question(session.log_dir, session.exchange(event.index))
-        stream_answer(session, engines, choices, event.index, event.timings, heard)
+        try:
+            for index in (i for i in event.joined if i >= drawn):  # its answer covers them: they show with theirs
+                exchange_view.draw_exchange(session.log_dir, session.exchange(index))
+            exchange_view.draw_question(session.log_dir, session.exchange(event.index))
+            stream_answer(session, engines, choices, event.index, event.timings, heard)
+        finally:  # a rerun may cut in anywhere: the question has an answer record all the same
+            session.settle(event.index)
+
+
+def ask_all(session: ChatSession, engines: Engines, choices: Choices, prompt, drawn: int) -> None:
+    """What this run was asked: the chat box's question, then what call mode heard, oldest first."""
+    if prompt:
+        ask(session, engines, choices, typed(prompt, choices), drawn)
+    while (heard := state.take_utterance()) is not None:
+        utterance_id, wav = heard
+        ask(session, engines, choices, turn.TurnInput(audio=wav, language=choices.language), drawn, utterance_id)
 
 
 def draw_footer(session: ChatSession, timings_box) -> None:
@@ -236,14 +254,11 @@ def main() -> None:
     if action := state.take_action():
         do_action(session, action)
     draw_conversation(session, asking=asking)
-    last = session.conversation.last_exchange_index()
-    if last is not None and session.exchange(last).answer is None:
-        stream_answer(session, engines, choices, last)  # regenerate, resend, or a reply a rerun interrupted
-    if prompt:
-        ask(session, engines, choices, typed(prompt, choices))
-    while (heard := state.take_utterance()) is not None:  # what call mode heard, oldest first
-        utterance_id, wav = heard
-        ask(session, engines, choices, turn.TurnInput(audio=wav, language=choices.language), utterance_id)
+    drawn = len(session.conversation.items)
+    ask_all(session, engines, choices, prompt, drawn)
+    last = session.conversation.last_exchange_index()  # a new question's answer covers those that only waited
+    if last is not None and session.awaits_answer(last):
+        stream_answer(session, engines, choices, last, heard=session.heard_of(last))  # regenerate, resend, a rerun
     draw_footer(session, timings_box)
     with call_box:  # last: its mount tells the page that this run is over
         call_mode.mount(choices.hands_free)

@@ -10,13 +10,14 @@ is on. Its script (ui/js/call_mode.js) keeps the call on `window` (the microphon
   over -45 dBFS, and ends after `silence_ms` below it; 300 ms before the start are kept, so the first word is whole;
   bursts shorter than 250 ms are dropped;
 - each utterance, resampled to 16 kHz mono 16-bit WAV, is sent as the trigger value "utterance"
-  ({id, wav: base64}); Python asks it as a voice question (ui.state.take_utterance);
+  ({id, wav: base64}); ui.component_values checks it (and every other value the page sends), and
+  Python asks it as a voice question (ui.state.take_utterance);
 - barge-in: speech starting while a reply is written or spoken silences the speech queue at once
   (ui/speech_queue.py, in the browser; clips of replies to earlier utterances are dropped when
   they come) and sends the trigger "barge" ({turn: the queue's reply id, spoken, upto: the last
   utterance id sent}):
-  a reply to an utterance up to that id stops (or never starts), and a written reply whose voice
-  was cut is marked stopped;
+  a reply to an utterance up to that id stops (one not begun waits: the answer to what is being
+  said covers its question too, core.chat.session), and a written reply whose voice was cut is marked stopped;
 - what the user sees: a state (listening, hearing you, thinking, speaking) and a level meter.
 
 window.__talkCall.log records per utterance {onset_sample, end_sample, onset_at, end_at, sent_at,
@@ -26,14 +27,11 @@ browser tests and bench/call_mode.py measure from the speech in the fake microph
 
 from __future__ import annotations
 
-import base64
-import binascii
 from pathlib import Path
 
 import streamlit as st
 
-from ui import state
-from ui.speech_queue import ReplyId
+from ui import component_values, state
 
 KEY = "talk-call"
 SILENCE_MS = 700  # end of turn: this long below the speech threshold
@@ -50,20 +48,15 @@ def _events():
 
 
 def _on_utterance() -> None:
-    """The component's callback: what the page heard waits in ui.state for this run to ask it."""
-    utterance = getattr(_events(), "utterance", None)
-    if not isinstance(utterance, dict) or int(utterance.get("id") or 0) <= state.heard():
-        return  # not a message from the page, or one already taken
-    try:
-        wav = base64.b64decode(utterance.get("wav", ""), validate=True)
-    except (binascii.Error, TypeError, ValueError):
-        wav = b""  # a broken message: the turn says "I heard nothing" rather than failing
-    state.put_utterance(int(utterance["id"]), wav)
+    """The component's callback: what the page heard, checked (ui.component_values), waits in
+    ui.state for this run to ask it."""
+    if (heard := component_values.utterance(getattr(_events(), "utterance", None), state.heard())) is not None:
+        state.put_utterance(heard.id, heard.wav, heard.cut)
 
 
 def _on_barge() -> None:
-    if isinstance(barge := getattr(_events(), "barge", None), dict):
-        state.put_barge(ReplyId.parse(barge.get("turn")), bool(barge.get("spoken")), int(barge.get("upto") or 0))
+    if (barge := component_values.barge(getattr(_events(), "barge", None))) is not None:
+        state.put_barge(barge.turn, barge.spoken, barge.upto)
 
 
 def mount(on: bool) -> None:

@@ -30,6 +30,8 @@ import streamlit as st
 
 from core.chat.session import ChatSession
 from core.config import Settings
+from core.conversation import Notice
+from core.limits import MAX_RECORDING_S
 from ui.chat_view import SHOWN_TURNS
 from ui.speech_queue import ReplyId
 
@@ -121,10 +123,14 @@ def take_flash() -> tuple[str | None, str | None]:
     return st.session_state.pop("flash", None), st.session_state.pop("flash_error", None)
 
 
-def put_utterance(utterance_id: int, wav: bytes) -> None:
-    """Call mode heard something (its callback): it waits in line until a run has asked it."""
+def put_utterance(utterance_id: int, wav: bytes, cut: bool = False) -> None:
+    """Call mode heard something (its callback): it waits in line until a run has asked it.
+    cut: it was longer than a question's recording may be; the conversation says so."""
     st.session_state.setdefault("utterances", []).append((utterance_id, wav))
     st.session_state.heard = max(heard(), utterance_id)
+    if cut and (session := st.session_state.get("chat")) is not None:
+        session.notify(Notice(f"You spoke for more than {MAX_RECORDING_S:.0f} s; only the first "
+                              f"{MAX_RECORDING_S:.0f} s are heard.", level="warning"))
 
 
 def waiting_utterances() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from core.engines.api import STOP_PRESSED, TALKED_OVER, Interrupt
 from core.errors import InvalidImage
 from core.media import ImageInput, load_image
 from core.store.session_log import (
+    LOG_FULL,
     LogFolderError,
     SessionLog,
     answer_record,
@@ -33,6 +35,11 @@ from core.store.session_log import (
 # reaching a session some other way is cut, with a notice: beyond this the index, the search
 # snippets and the model's context gain nothing but cost time.
 MAX_QUESTION_CHARS = 20_000
+# Why a question has an empty answer that is still to come: nothing of its reply was written or said
+# (it waited for the model, or a rerun cut in first). The next run answers it, or the next question's
+# answer covers it too (ChatSession.ask); the page may show this note until its next rerun, so it says both.
+BEFORE_REPLY = "Interrupted before the reply began; the next answer covers this question."
+JOINED = "Answered together with the next question, which came while this one waited."
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +107,9 @@ class ChatSession:
         self.pending_image: str | None = None  # set from the sidebar, taken by the next question
         self.encoding = None  # the worker's job encoding pending_image ahead of its question (core.chat.turn.pre_encode)
         self.talked_over_upto = 0  # call mode: replies to its utterances up to this id were talked over
+        self.asking = threading.Lock()  # one question at a time is transcribed and recorded (two runs may overlap)
         self._replying: tuple[Interrupt, int] | None = None  # the reply being written, and the utterance it answers
+        self._heard: dict[int, int] = {}  # item index -> the call mode utterance its question was said in
         self._log: SessionLog | None = None
 
     @classmethod
@@ -172,9 +181,38 @@ class ChatSession:
         if self.pending_image:
             question = replace(question, image=self.pending_image)
             self.pending_image = None
+        self._join_waiting()
         self._record(question_record(Turn(), question))  # numbered by the log: another tab may write it too
         self.trim_images()
         return len(self.conversation.items) - 1
+
+    def awaits_answer(self, index: int) -> bool:
+        """True when nothing of the answer at index was written or said: none yet, or one stopped before it began."""
+        answer = self.exchange(index).answer
+        return answer is None or (answer.status == "stopped" and not answer.text and answer.note == BEFORE_REPLY)
+
+    def waiting(self) -> list[int]:
+        """The questions asked since the last one answered (or stopped) that still await their answer, in order."""
+        waiting: list[int] = []
+        for index in range(len(self.conversation.items) - 1, -1, -1):
+            if isinstance(self.conversation.items[index], Exchange):
+                if not self.awaits_answer(index):
+                    break
+                waiting.insert(0, index)
+        return waiting
+
+    def _join_waiting(self) -> None:
+        """A new question while earlier ones only wait: they are in the conversation the model reads (a
+        question without an answer is sent with the next one), so one answer covers them all. Each gets
+        its answer record now, saying so (issue 26: a question that waits is never silently dropped)."""
+        for index in self.waiting():
+            self.answer(index, Answer("", "stopped", JOINED))
+
+    def settle(self, index: int) -> None:
+        """Whatever ended the page's turn (a rerun, a closed tab, a bug), the question at index has an
+        answer record: one that is still to come, when none was written."""
+        if self.exchange(index).answer is None:
+            self.answer(index, Answer("", "stopped", BEFORE_REPLY))
 
     def exchange(self, index: int) -> Exchange:
         """The exchange at item index (what the page and core.chat.turn address an exchange by)."""
@@ -217,13 +255,20 @@ class ChatSession:
             self.regenerate(index)  # the new answer replaces it in the log
         return True
 
-    def replying(self, interrupt: Interrupt, heard: int = 0) -> None:
-        """The reply being written from now on, with the call mode utterance it answers (0: typed).
-        Stop and the user talking over it reach it through its interrupt; a reply to an utterance
-        already talked over (before a rerun could cut in) stops at once."""
+    def replying(self, interrupt: Interrupt, heard: int = 0, index: int | None = None) -> None:
+        """The reply being written from now on (to the exchange at index), with the call mode utterance
+        it answers (0: typed). Stop and the user talking over it reach it through its interrupt; a reply
+        to an utterance already talked over (before a rerun could cut in) stops at once: its question is
+        answered with the one being said."""
         self._replying = (interrupt, heard)
+        if index is not None and heard:
+            self._heard[index] = heard
         if 0 < heard <= self.talked_over_upto:
             interrupt.set(TALKED_OVER)
+
+    def heard_of(self, index: int) -> int:
+        """The call mode utterance the question at index was said in (0: typed, or not known)."""
+        return self._heard.get(index, 0)
 
     def stop(self) -> None:
         """Stop was pressed: the reply being written ends at its next step, its text kept."""
@@ -239,13 +284,14 @@ class ChatSession:
 
     def barge_in(self, playing: int | None) -> None:
         """What is left after the user spoke over a reply (playing: the exchange whose voice was
-        playing, if any). A question whose reply had not begun is not to be answered now; a reply
-        written but still being spoken is marked stopped; one being written was ended by its interrupt."""
+        playing, if any). A question whose reply had not begun is still to be answered (by the next run,
+        or with the question being spoken now); a reply written but still being spoken is marked stopped;
+        one being written was ended by its interrupt."""
         last = self.conversation.last_exchange_index()
         if last is None:
             return
-        if self.exchange(last).answer is None:  # the rerun cut in before its reply began
-            self.answer(last, Answer("", "stopped", "Interrupted before the reply began."))
+        if self.exchange(last).answer is None:  # the rerun cut in before its reply began: still to come
+            self.answer(last, Answer("", "stopped", BEFORE_REPLY))
         elif playing == last:
             self.cut_off(last)
 
@@ -259,7 +305,10 @@ class ChatSession:
         """Apply a record to the conversation and append it to the log: the same function applies it
         again when the log is read back (core.store.session_log.apply)."""
         apply(self.conversation, record)
+        full = self.log.full
         self.log.append(record)
+        if self.log.full and not full:  # the log's last line says so; the page says it here
+            self.conversation.notify(Notice(LOG_FULL, level="warning"))
 
     def error(self, index: int, message: str, detail: str = "") -> None:
         """Log an error of the exchange at index (its number may be given later, when the log can be written)."""

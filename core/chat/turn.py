@@ -20,12 +20,13 @@ from typing import Iterator
 
 from core.chat.fair_queue import Ticket, queue_for
 from core.chat.sentences import SentenceSplitter, speakable
-from core.chat.session import ChatSession
+from core.chat.session import BEFORE_REPLY, ChatSession
 from core.conversation import Answer, Notice, Question, Status
 from core.engines.api import (
     FAILED,
     HEARTBEAT,
     READER_LEFT,
+    STOP_PRESSED,
     Engines,
     GenerationInfo,
     GenerationOptions,
@@ -37,6 +38,7 @@ from core.engines.api import (
 )
 from core.engines.tts import join_speech
 from core.errors import AppError, InvalidAudio, SpeechError
+from core.limits import MAX_REPLY_AUDIO_BYTES
 from core.media import AudioInput, digest, load_audio
 
 logger = logging.getLogger(__name__)
@@ -69,12 +71,14 @@ class Asked:  # the question is in the conversation (for voice: the transcript i
     index: int
     question: Question
     timings: dict[str, float]  # stt_s for a voice question
+    joined: tuple[int, ...] = ()  # the questions that only waited, whose answer this one's covers (ChatSession.ask)
 
 
 @dataclass(frozen=True)
 class Waiting:  # the model is busy with other sessions' turns; repeated while the place changes
     message: str  # for the user: how many turns are ahead
     ahead: int = 0  # turns before this one: the one being answered and those queued in front
+    speech: Speech | None = None  # the first Waiting of a spoken question with a spoken reply: the message, said
 
 
 @dataclass(frozen=True)
@@ -142,8 +146,15 @@ def ask(session: ChatSession, engines: Engines, turn_input: TurnInput) -> Reject
     """Validate the input, transcribe a recording, and add the question to the conversation.
 
     Returns Asked, or Rejected (a notice, logged) for bad input or a failing speech engine, or
-    None when there is nothing to ask.
+    None when there is nothing to ask. Questions of one session are asked one at a time, in the order
+    they came: two runs of a page may overlap, and a question transcribed late must not come after
+    the one said after it.
     """
+    with session.asking:
+        return _ask(session, engines, turn_input)
+
+
+def _ask(session: ChatSession, engines: Engines, turn_input: TurnInput) -> Rejected | Asked | None:
     clock = _Clock()
     try:
         if turn_input.image is not None:
@@ -160,8 +171,9 @@ def ask(session: ChatSession, engines: Engines, turn_input: TurnInput) -> Reject
         if not session.pending_image:
             return None  # nothing to ask
         question = replace(question, text=DEFAULT_IMAGE_QUESTION)
+    joined = tuple(session.waiting())
     index = session.ask(question)
-    return Asked(index, session.exchange(index).question, clock.timings)
+    return Asked(index, session.exchange(index).question, clock.timings, joined)
 
 
 def _spoken(session: ChatSession, engines: Engines, typed: Question, recording: bytes) -> Question:
@@ -203,6 +215,7 @@ class _Draft:
     spoken: list[Speech] = field(default_factory=list)
     clock: _Clock = field(default_factory=_Clock)
     info: GenerationInfo | None = None
+    audio_bytes: int = 0  # of the speech kept so far
 
     def stopped(self, why: str) -> None:
         if self.status == "complete":
@@ -211,6 +224,11 @@ class _Draft:
 
     def failed(self, note: str) -> None:
         self.status = "partial" if self.text else "error"
+        self.notes.insert(0, note)
+
+    def cut(self, note: str) -> None:
+        """More came than a limit lets through (core.limits): what was kept stays, marked partial."""
+        self.status = "partial" if self.status == "complete" else self.status
         self.notes.insert(0, note)
 
     def note(self, note: str) -> None:
@@ -250,6 +268,16 @@ class Reply:
     def close(self) -> None:
         """End the reply now (what a rerun does to the page's loop): what was written is kept, as stopped."""
         self._events.close()
+        if self.answer is None:  # closed before its first event: the generator never ran, nor its finally
+            self.interrupt.set(READER_LEFT)
+            self._stopped("Stopped before the end.")
+            self._record()
+
+    def _stopped(self, why: str) -> None:
+        """Mark the draft stopped. One that wrote and said nothing, ended by anything but Stop (the user
+        talking while it waited, a rerun), is still to be answered: the next run or question does it."""
+        began = self.draft.text or self.draft.spoken
+        self.draft.stopped(why if began or self.interrupt.reason == STOP_PRESSED else BEFORE_REPLY)
 
     def _run(self) -> Iterator[Event]:
         try:
@@ -258,7 +286,7 @@ class Reply:
         finally:
             if self.answer is None:  # the reader went away (Stop, a rerun, a closed tab): keep what was written
                 self.interrupt.set(READER_LEFT)
-                self.draft.stopped("Stopped before the end.")
+                self._stopped("Stopped before the end.")
                 self._record()
 
     def _model(self) -> Iterator[Event]:
@@ -267,10 +295,10 @@ class Reply:
         try:
             with _turn_at(self.engines.chat.lock) as ticket:
                 if ticket is not None and not ticket.wait(timeout=0):
-                    yield from _wait_for_the_model(ticket, self.interrupt)
+                    yield from self._announced(_wait_for_the_model(ticket, self.interrupt))
                 self.draft.clock.first("wait_s")
                 if self.interrupt.is_set():  # while waiting: nothing was written
-                    self.draft.stopped("Stopped while waiting for the model.")
+                    self._stopped("Stopped while waiting for the model.")
                     return
                 yield from self._generate()
         except AppError as e:
@@ -278,6 +306,13 @@ class Reply:
         except Exception as e:  # noqa: BLE001  (a bug: keep the turn, show a short message, log the traceback)
             logger.exception("generation failed")
             self._failed(f"Something went wrong while writing the reply ({type(e).__name__}: {e}).", repr(e))
+
+    def _announced(self, waits: Iterator[Waiting]) -> Iterator[Waiting]:
+        """The waits; the first one also said when the question was spoken and its reply is: a person
+        in a hands-free call hears that the question waits behind other people's, and how many."""
+        spoken = self.voice is not None and self.session.exchange(self.index).question.source == "voice"
+        for number, waiting in enumerate(waits):
+            yield replace(waiting, speech=self.voice.now(waiting.message)) if spoken and number == 0 else waiting
 
     def _generate(self) -> Iterator[Event]:
         """Stream the model's Generation; the engine ends it early once the interrupt is set."""
@@ -296,8 +331,11 @@ class Reply:
             generation.close()
         clock.timings["generate_s"] = clock.since(start)
         self.draft.info = generation.info
+        if generation.info is not None and generation.info.cut_chars is not None:
+            self.draft.cut(f"The chat server sent more than the {self.options.max_new_tokens} tokens asked for; "
+                           f"the reply is cut at {generation.info.cut_chars:,} characters.")
         if self.interrupt.is_set():  # Stop was pressed, or the engine ended early because of it
-            self.draft.stopped("Stopped before the end.")
+            self._stopped("Stopped before the end.")
 
     def _failed(self, note: str, logged: str) -> None:
         self.draft.failed(note)
@@ -332,12 +370,23 @@ class Reply:
     def _spoken(self, wait: bool) -> Iterator[Spoken]:
         clock = self.draft.clock
         for speech, seconds in self.voice.ready(wait, self.draft.note):
+            if self.draft.audio_bytes + len(speech.audio) > MAX_REPLY_AUDIO_BYTES:
+                self._speech_full()
+                return
+            self.draft.audio_bytes += len(speech.audio)
             clock.first("first_audio_s")
             clock.add("tts_s", seconds)
             if speech.note:
                 self.draft.note(speech.note)
             self.draft.spoken.append(speech)
             yield Spoken(speech)
+
+    def _speech_full(self) -> None:
+        """The reply's audio reached its limit (core.limits): no more is made, kept or sent; the text goes on."""
+        self.voice.close(cancel=True)
+        self.voice = None
+        self.draft.note(f"Only the first {MAX_REPLY_AUDIO_BYTES // 2**20} MiB of the reply's audio are spoken and kept "
+                        "(about 6 minutes); read the rest.")
 
     def _record(self) -> Answer:
         """Fold the draft into the Answer (complete, partial or stopped) and record it."""
@@ -365,6 +414,14 @@ class _Voice:
     def say(self, sentence: str) -> None:
         if words := speakable(sentence):
             self._pending.append(self._pool.submit(_timed_speak, self.speaker, words, self.language))
+
+    def now(self, text: str) -> Speech | None:
+        """text said at once, in this thread (a notice, not the reply); None when no engine can."""
+        try:
+            return self.speaker.speak(text, self.language)
+        except SpeechError as e:
+            logger.info("a notice was not spoken: %s", e)
+            return None
 
     def ready(self, wait: bool, note) -> Iterator[tuple[Speech, float]]:
         """(speech, seconds) of the sentences that are ready (all of them, in order, when wait); a

@@ -96,6 +96,7 @@ class GenerationInfo:
     completion_tokens: int | None = None  # generated, as the model counted them
     cached_tokens: int | None = None  # of the prompt tokens, those reused from a KV cache
     prefill_s: float | None = None  # time to read the prompt, up to the first generated token
+    cut_chars: int | None = None  # the server streamed past the reply's limit (core.limits): the characters kept
 
 
 class Generation:

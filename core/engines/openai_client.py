@@ -14,16 +14,18 @@ is sent as the bearer API key when no API key is set.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
-from typing import Mapping
+from typing import Iterator, Mapping
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import openai
 
 from core.config import masked_url
 from core.errors import ModelLoadError
+from core.limits import MAX_RESPONSE_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,38 @@ def without_credentials(base_url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(netloc=host)), unquote(parts.password) if parts.password else None
 
 
+# The HTTP library the installed SDK is built on: httpx before openai 3, its fork httpx2 since.
+http = importlib.import_module(openai.DefaultHttpxClient.__mro__[1].__module__.partition(".")[0])
+
+
+class _CappedBody(http.SyncByteStream):
+    """An answer's body that ends after MAX_RESPONSE_BYTES: the SDK then sees the end of the stream."""
+
+    def __init__(self, body: http.SyncByteStream, url: http.URL):
+        self.body, self.url = body, url
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = 0
+        for part in self.body:
+            read += len(part)
+            if read > MAX_RESPONSE_BYTES:
+                logger.warning("%s sent more than %d bytes; the rest is not read", masked_url(str(self.url)), MAX_RESPONSE_BYTES)
+                return
+            yield part
+
+    def close(self) -> None:
+        self.body.close()
+
+
+class CappedTransport(http.HTTPTransport):
+    """HTTP whose answers are read up to MAX_RESPONSE_BYTES (core.limits), whatever a server sends."""
+
+    def handle_request(self, request: http.Request) -> http.Response:
+        response = super().handle_request(request)
+        response.stream = _CappedBody(response.stream, request.url)
+        return response
+
+
 def make_client(base_url: str, api_key: str | None, timeout_s: float, max_retries: int = MAX_RETRIES) -> openai.OpenAI:
     """A client of the server at base_url. A password in the URL (http://user:password@host/v1) is
     sent as the bearer API key when api_key is not set; the URL itself goes without it."""
@@ -61,6 +95,7 @@ def make_client(base_url: str, api_key: str | None, timeout_s: float, max_retrie
         api_key=api_key or password or NO_KEY,
         timeout=openai.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s)),
         max_retries=max_retries,
+        http_client=openai.DefaultHttpxClient(transport=CappedTransport()),
     )
 
 

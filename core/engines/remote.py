@@ -52,6 +52,7 @@ from core.engines.openai_client import (
     shown_url,
 )
 from core.errors import GenerationError, TranscriptionError
+from core.limits import max_reply_chars, max_reply_chunks
 from core.lru import LRU
 from core.media import SAMPLE_RATE, wav_bytes
 
@@ -201,14 +202,7 @@ class RemoteChatModel:
         try:
             chunks, kept = self._open_retrying(exchanges, images, options, stop, deadline)
             out.put(("kept", kept))
-            received = False
-            for chunk in chunks:
-                if stop.is_set():
-                    return
-                received = True
-                for kind, value in chunk_parts(chunk):
-                    out.put((kind, value))
-            if not received:
+            if not self._pass_on(chunks, out, stop, options.max_new_tokens):
                 raise UnexpectedAnswer("its answer was not a stream of chat completion chunks")
             out.put(("end", None))
         except Exception as e:  # noqa: BLE001  (a thread boundary: the reader's thread raises or translates it)
@@ -216,6 +210,28 @@ class RemoteChatModel:
         finally:
             if chunks is not None:
                 chunks.close()
+
+    def _pass_on(self, chunks, out: queue.Queue, stop: Interrupt, max_new_tokens: int) -> bool:
+        """Put the chunks' parts on out until the stream ends, stop, or the reply passes its limits
+        (core.limits: max_new_tokens and a margin, whatever the server streams): then ("cut", the
+        characters kept). False when the stream held no chunk at all."""
+        most_chars, most_chunks = max_reply_chars(max_new_tokens), max_reply_chunks(max_new_tokens)
+        chars = number = 0
+        for number, chunk in enumerate(chunks, start=1):
+            if stop.is_set():
+                return True
+            for kind, value in chunk_parts(chunk):
+                if kind == "text":
+                    value = value[: most_chars - chars]
+                    chars += len(value)
+                if value:
+                    out.put((kind, value))
+            if chars >= most_chars or number >= most_chunks:
+                logger.warning("chat server at %s sent more than %d tokens' worth; the reply is cut at %d characters",
+                               self.where, max_new_tokens, chars)
+                out.put(("cut", chars))
+                return True
+        return number > 0
 
     @generation
     def stream(self, exchanges, images, options: GenerationOptions, stop: Interrupt | None = None):
@@ -238,6 +254,8 @@ class RemoteChatModel:
                     facts.update(value)
                 elif kind == "kept":
                     facts["kept_exchanges"] = value
+                elif kind == "cut":
+                    facts["cut_chars"] = value
                 if kind in ("text", "beat"):
                     yield value
             ended = True

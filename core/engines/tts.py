@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from core.engines.api import Speaker, Speech
+from core.engines.speech_text import speech_text
 from core.errors import SpeechError
 from core.lru import LRU
 
@@ -234,6 +235,9 @@ class SpeakerChain:
         self._lock = threading.Lock()
 
     def speak(self, text: str, language: str = "en") -> Speech:
+        text = speech_text(text)  # the one entry of the speech chain: no engine sees what it cannot read
+        if not text:  # before any engine: an engine given nothing fails, and would be rested
+            raise SpeechError("Nothing in this sentence can be spoken.")
         reasons: list[str] = []  # why the speakers before the one that speaks did not, this sentence
         resting: list[str] = []  # why the resting ones failed before
         last: SpeechError | None = None
@@ -282,7 +286,7 @@ def make_speaker(engine: str, piper_voice: Path | None = None) -> tuple[Speaker 
         return None, ""
     espeak = CachedSpeaker(EspeakSpeaker())
     if engine == "espeak":
-        return espeak, ""
+        return SpeakerChain([espeak]), ""  # a chain of one: its entry cleans the text
     first = [CachedSpeaker(GTTSSpeaker())] if engine == "gtts" else []
     voice = piper_voice or bundled_piper_voice()
     if missing := piper_missing(voice):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from core.conversation import Answer, Conversation, Notice, Question, Turn
 from core.errors import AppError
+from core.limits import MAX_LOGGED_DETAIL_CHARS, MAX_SESSION_LOG_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,10 @@ SESSION_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
 DIGEST = re.compile(r"^[0-9a-f]{16,64}$")
 EXTENSION = re.compile(r"^[a-z0-9]{1,5}$")
 UNSAVED_MEDIA_BYTES = 256 * 1024 * 1024  # media held in memory while the log folder cannot be written
+
+LOG_FULL = (f"This session's log reached its limit of {MAX_SESSION_LOG_BYTES // 2**20} MiB: what follows is not saved. "
+            "Start a new session to save a conversation again.")
+LOG_FULL_LINE = json.dumps({"type": "notice", "text": LOG_FULL, "level": "warning"})
 
 _unsaved_media: dict[Path, bytes] = {}  # path it belongs at -> bytes, for every log folder of the process
 _unsaved_lock = threading.Lock()
@@ -164,6 +169,7 @@ class SessionLog:
         self.path = session_path(self.log_dir, session_id)
         self.durable = durable  # fsync each record (off only for synthetic logs in benchmarks)
         self.problem: LogFolderError | None = None  # why the last write failed; None once one works
+        self.full = False  # the file reached MAX_SESSION_LOG_BYTES: nothing more is written
         self._saved: list[str] = []  # the lines the file holds, as far as this object knows
         self._pending: list[dict] = []  # records not written yet, in order
         self._file: tuple[int, int] | None = None  # (device, inode) of the file when last written
@@ -197,8 +203,27 @@ class SessionLog:
         return len(self._pending)
 
     def append(self, record: dict) -> None:
+        if self.full:  # past MAX_SESSION_LOG_BYTES: the conversation goes on, unsaved (the marker says so)
+            return
+        if isinstance(record.get("detail"), str):  # an error's traceback: a deep recursion's is megabytes
+            record = {**record, "detail": record["detail"][:MAX_LOGGED_DETAIL_CHARS]}
         self._pending.append({**record, "ts": record.get("ts", now())})
         self.flush()
+
+    def _within_limit(self, lines: list[str]) -> list[str]:
+        """The lines that keep the file within MAX_SESSION_LOG_BYTES; past it, a last notice says the
+        rest of the session is not saved, and nothing more is written (self.full)."""
+        room = MAX_SESSION_LOG_BYTES - self._size - len(LOG_FULL_LINE) - 2
+        kept: list[str] = []
+        for line in lines:
+            room -= len(line.encode()) + 1
+            if room < 0:
+                logger.warning("session %s: its log reached %d bytes; later records are not written",
+                               self.session_id, MAX_SESSION_LOG_BYTES)
+                self.full = True
+                return [*kept, LOG_FULL_LINE]
+            kept.append(line)
+        return kept
 
     def flush(self) -> bool:
         """Write the waiting records; True when none is left waiting."""
@@ -210,6 +235,7 @@ class SessionLog:
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # released when the file is closed
                 self._catch_up(f)
                 lines, assigned, last_turn = self._lines_to_write()
+                lines = self._within_limit(lines)
                 data = "".join(line + "\n" for line in lines).encode()
                 if self._size and not self._saved_ends_with_newline(f):
                     data = b"\n" + data  # a crash left a half line: never glue a record onto it

@@ -1,7 +1,7 @@
 """ChatSession's rules for what stops a reply and what a stale button may change (the page only asks)."""
 
 from core.chat import turn
-from core.chat.session import ChatSession
+from core.chat.session import BEFORE_REPLY, ChatSession
 from core.conversation import Question
 from core.engines.api import STOP_PRESSED, TALKED_OVER, GenerationOptions, Interrupt
 from core.store.session_log import read_session
@@ -71,7 +71,7 @@ def test_a_barge_in_before_the_reply_began_leaves_the_question_unanswered_and_ma
     index = session.ask(Question("two"))
     session.barge_in(playing=None)
     answer = session.exchange(index).answer
-    assert answer.status == "stopped" and answer.text == "" and answer.note == "Interrupted before the reply began."
+    assert answer.status == "stopped" and answer.text == "" and answer.note == BEFORE_REPLY
     assert read_session(session.log.path).conversation.exchanges[-1].answer == answer  # logged
 
 

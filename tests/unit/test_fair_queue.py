@@ -9,7 +9,7 @@ import pytest
 from core.chat import turn
 from core.chat.fair_queue import FairQueue, queue_for
 from core.chat.session import ChatSession
-from core.engines.api import GenerationOptions, Interrupt
+from core.engines.api import STOP_PRESSED, GenerationOptions, Interrupt
 from tests.fakes import FakeChatModel
 
 OPTIONS = GenerationOptions(temperature=0)
@@ -132,7 +132,7 @@ def test_stop_event_while_waiting_ends_the_turn_without_asking_the_model(setting
     stop = Interrupt()
     session = ChatSession(settings)
     asked = turn.ask(session, engines, turn.TurnInput(text="second"))
-    threading.Timer(0.3, stop.set).start()
+    threading.Timer(0.3, stop.set, args=(STOP_PRESSED,)).start()  # the Stop button's
     events = list(turn.answer(session, engines, asked.index, OPTIONS, interrupt=stop))
     answer = events[-1].answer
     assert answer.status == "stopped" and answer.text == "" and "waiting" in answer.note

@@ -106,6 +106,13 @@ class ScriptedServer:
                     self.end_headers()
                     self.wfile.write(data)
                     return
+                if kind == "raw":  # whatever bytes the callable yields, as an event stream (tests/flood_server.py)
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    for piece in args[0]():
+                        self.wfile.write(piece)
+                    return
                 events, stall_s, done = args
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")

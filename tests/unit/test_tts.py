@@ -63,7 +63,7 @@ def test_the_app_speakers_are_chains_of_cached_engines_in_order():
     assert note == "" and [s.name for s in gtts.speakers] == ["gTTS", "Piper en_US-joe-medium", "espeak-ng"]
     piper, _ = make_speaker("piper")
     assert [s.name for s in piper.speakers] == ["Piper en_US-joe-medium", "espeak-ng"]
-    assert all(isinstance(s, CachedSpeaker) for s in [*gtts.speakers, *piper.speakers, make_speaker("espeak")[0]])
+    assert all(isinstance(s, CachedSpeaker) for s in [*gtts.speakers, *piper.speakers, *make_speaker("espeak")[0].speakers])
     assert gtts.name == "gTTS (falls back to Piper en_US-joe-medium, then espeak-ng)"
     assert make_speaker("none") == (None, "")
 

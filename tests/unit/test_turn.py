@@ -1,11 +1,13 @@
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from core.chat import turn
 from core.chat.session import ChatSession
+from core.conversation import Question
 from core.engines.api import HEARTBEAT, GenerationInfo, GenerationOptions, Interrupt, generation
 from core.store.session_log import media_path, read_session
 from tests.conftest import png_bytes
@@ -241,14 +243,16 @@ def test_heartbeats_let_stop_end_a_reply_that_has_not_started(settings):
 
 
 def test_the_second_of_two_identical_unanswered_questions_is_answered_with_its_whole_context(settings, engines):
-    """A session resumed after a crash can hold the same question twice, neither answered: the reply
-    to the second is found by its place, not by value, so the model sees every exchange up to it."""
+    """A session resumed after a crash can hold the same question twice, neither answered (a log of a
+    version before every question got an answer record): the reply to the second is found by its
+    place, not by value, so the model sees every exchange up to it."""
     crashed = ChatSession(settings)
     run(crashed, engines, turn.TurnInput(text="What is it?", image=png_bytes()))
-    first = turn.ask(crashed, engines, turn.TurnInput(text="And the colour?"))  # the app died before answering
-    second = turn.ask(crashed, engines, turn.TurnInput(text="And the colour?"))  # asked again after a reload
+    for number in (1, 2):  # the app died before answering; asked again after a reload
+        crashed.log.question(number, Question("And the colour?"))
     session = ChatSession.resume(settings, crashed.session_id)
     items = session.conversation.items
+    first, second = SimpleNamespace(index=1), SimpleNamespace(index=2)
     assert items[first.index] == items[second.index] and items[first.index].answer is None  # equal by value
 
     reply = turn.answer(session, engines, second.index, OPTIONS)
