@@ -217,6 +217,7 @@ def main() -> None:
         timings_box = st.empty()
         if session.session_id:
             st.caption(f"Session `{session.session_id}`")
+    chat_view.draw_demo_notice(settings)
     for note in load_notes:
         st.info(note, icon=":material/info:")
     if state.take_silence():  # Stop or New session was clicked: the spoken reply stops too
