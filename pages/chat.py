@@ -94,31 +94,34 @@ def sidebar(settings: Settings, engines: Engines, session: ChatSession):
 def stream_answer(session: ChatSession, engines: Engines, choices: Choices, index: int,
                   timings: dict | None = None, heard: int = 0) -> None:
     """Draw the reply to the question at index as it is written, then speak it. heard: the call mode
-    utterance it answers (0: typed); the reply stops when the user talks over it."""
+    utterance it answers (0: typed); the reply stops when the user talks over it. The message has
+    exchange_view's slots (status, text, note, audio, controls, speech), so that the next run redraws it in place."""
     with st.chat_message("assistant"):
-        status = st.empty()
+        status, text, note, audio, controls, voice = (st.empty() for _ in range(exchange_view.SLOTS))
         status.caption("Thinking…")
-        beat = st.empty()
-        speech = speech_queue.SpeechQueue(index, choices.rate, heard)  # also tells call mode a reply is being written
+        speech = speech_queue.SpeechQueue(index, choices.rate, heard, voice)  # also tells call mode a reply is being written
         reply = turn.answer(session, engines, index, choices.options, speak=choices.speak, timings=timings)
         session.replying(reply.interrupt, heard, index)  # Stop and the user talking over it end it through its interrupt
+        controls.button("Stop", icon=":material/stop_circle:", key=f"stop-{index}", on_click=state.stop, args=(session,),
+                        help="Stop writing and speaking; the reply so far is kept.")
         try:
-            stop_box = st.empty()
-            stop_box.button("Stop", icon=":material/stop_circle:", key=f"stop-{index}", on_click=state.stop,
-                            args=(session,), help="Stop writing and speaking; the reply so far is kept.")
-            st.write_stream(safe_stream(text_of(reply, status, beat, speech)))
+            text.write_stream(safe_stream(text_of(reply, status, note, speech)))
         finally:
             reply.close()  # a rerun (Stop, any click) interrupts here: the partial reply is still logged
         speech.finish()
         status.empty()
-        stop_box.empty()
-        if reply.answer is not None:
-            exchange_view.draw_reply_media(session.log_dir, reply.answer)  # the whole reply in one player, to replay
+        if reply.answer is None:
+            controls.empty()
+            return
+        text.markdown(exchange_view.reply_text(reply.answer))  # as the next run draws it
+        exchange_view.draw_reply_media(session.log_dir, reply.answer, note, audio)  # the whole reply in one player
+        with controls.container():
             draw_controls(session, index, True, reply.answer)
 
 
 def text_of(reply: turn.Reply, status, beat, speech: speech_queue.SpeechQueue):
-    """The reply's text, as markdown, for st.write_stream; the other events drawn on the way."""
+    """The reply's text, as markdown, for st.write_stream; the other events drawn on the way (beat: an
+    empty slot, emptied again at each heartbeat so that a Stop clicked meanwhile interrupts the run)."""
     for event in reply:
         if isinstance(event, turn.Waiting):
             status.info(event.message, icon=":material/hourglass_top:")
@@ -138,6 +141,8 @@ def draw_controls(session: ChatSession, index: int, actions: bool, answer: Answe
     chat_view.draw_feedback(session, index, answer)
     if actions:
         draw_actions(session, index)
+    else:
+        st.empty()  # the same count of elements as with actions: none left stale (exchange_view.SLOTS)
 
 
 def draw_actions(session: ChatSession, index: int) -> None:
@@ -235,6 +240,7 @@ def main() -> None:
         timings_box = st.empty()
         if session.session_id:
             st.caption(f"Session `{session.session_id}`")
+    chat_view.draw_demo_notice(settings)
     for note in load_notes:
         st.info(note, icon=":material/info:")
     if state.take_silence():  # Stop or New session was clicked: the spoken reply stops too

@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from core.engines.demo import mark_random
+
 # The chat template of llava-hf/llava-1.5-7b-hf, as its processor ships it (llava-v1.6-vicuna ships
 # the same one).
 LLAVA_15_CHAT_TEMPLATE = (
@@ -115,6 +117,7 @@ def build_tiny_llava(path: str | Path, seed: int = 0, family: str = "llava-1.5")
     processor.save_pretrained(path)
     if family == "onevision":
         _add_video_processor(path)
+    mark_random(path)  # the chat page tells its users that the answers are noise
     return path
 
 

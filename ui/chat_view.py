@@ -6,11 +6,25 @@ from __future__ import annotations
 import streamlit as st
 
 from core.chat.session import ChatSession
+from core.config import Settings
 from core.conversation import Answer, Exchange
+from core.engines.demo import is_random_demo
 from ui.exchange_view import STAGES, timing
 
 SIDEBAR_SIDE = 640  # pixels; the sidebar is about 300 wide
 SHOWN_TURNS = 30  # a long conversation draws its last turns; "Show earlier turns" adds this many more
+
+
+DEMO_NOTICE = ("**Demo model: its answers are random.** No real model could be downloaded, so this app runs a tiny "
+               "model with random weights: replies are noise, meant only to try the page (voice, speech, history). "
+               "For real answers, set `LLAVA_MODEL` to a downloaded LLaVA folder or `OPENAI_BASE_URL` to a server "
+               "that runs one, then restart (README, Configuration).")
+
+
+def draw_demo_notice(settings: Settings) -> None:
+    """Above the conversation while the demo model answers: without it the first reply looks like a broken app."""
+    if not settings.openai_base_url and is_random_demo(settings.llava_model):
+        st.warning(DEMO_NOTICE, icon=":material/science:")
 
 
 def first_shown(items: list, turns: int) -> int:

@@ -36,6 +36,12 @@ STAGES = {  # timing key -> label, in display order
     "total_s": "Total",
 }
 MIME = {"mp3": "audio/mpeg", "wav": "audio/wav"}  # the formats the app stores and plays
+# Every chat message holds exactly this many elements, some of them empty. Streamlit matches a run's elements
+# to the last run's by position and keeps the last run's extra ones, faded, until the run ends: a message drawn
+# where another one was (a reply redrawn after it streamed, a question where a reply was, Regenerate) would
+# show a stale copy of the text or live-looking buttons for the whole turn. With the same count, each
+# element replaces one.
+SLOTS = 6  # reply: status, text, note, audio, controls, the speech queue's mount; question: image, recording, caption, text
 
 
 def audio_mime(audio_format: str | None) -> str:
@@ -93,9 +99,16 @@ def draw_image(log_dir: Path, digest: str, caption: str, side: int = PREVIEW_SID
         st.image(image, width=width or "content", caption=caption)
 
 
+def pad(drawn: int) -> None:
+    """Empty elements after the drawn ones, up to SLOTS."""
+    for _ in range(SLOTS - drawn):
+        st.empty()
+
+
 def draw_notice(notice: Notice) -> None:
     with st.chat_message("assistant", avatar=":material/warning:"):
         getattr(st, notice.level)(notice.text)
+        pad(1)
 
 
 def draw_question(log_dir: Path, exchange: Exchange, numbered: bool = False) -> None:
@@ -104,22 +117,35 @@ def draw_question(log_dir: Path, exchange: Exchange, numbered: bool = False) -> 
     with st.chat_message("user"):
         if question.image:
             draw_image(log_dir, question.image, caption="New image")
+        else:
+            st.empty()
         if audio := stored(log_dir, question.audio):
             st.audio(audio, format=audio_mime("wav"))  # recordings are stored as WAV
+        else:
+            st.empty()
+        label = "Transcript" if question.source == "voice" else "Typed"
+        caption = st.empty()
         if numbered:
-            label = "Transcript" if question.source == "voice" else "Typed"
-            st.caption(f"Turn {exchange.turn.number + 1} · {label} · {question.language}")
+            caption.caption(f"Turn {exchange.turn.number + 1} · {label} · {question.language}")
         st.markdown(safe_markdown(escape(question.text)))
+        pad(4)
 
 
-def draw_reply_media(log_dir: Path, answer: Answer) -> None:
-    """Under the reply's text: why it is partial or stopped (or its note), and its spoken audio."""
+def draw_reply_media(log_dir: Path, answer: Answer, note_slot=None, audio_slot=None) -> None:
+    """Under the reply's text, in two slots (new ones by default): why it is partial or stopped (or its
+    note), and its spoken audio."""
+    note_slot = st.empty() if note_slot is None else note_slot
+    audio_slot = st.empty() if audio_slot is None else audio_slot
     if answer.status != "complete":
-        st.warning(answer.note or f"This reply is {answer.status}.", icon=":material/content_cut:")
+        note_slot.warning(answer.note or f"This reply is {answer.status}.", icon=":material/content_cut:")
     elif answer.note:
-        st.caption(answer.note)
+        note_slot.caption(answer.note)
     if audio := stored(log_dir, answer.audio):
-        st.audio(audio, format=audio_mime(answer.audio_format))
+        audio_slot.audio(audio, format=audio_mime(answer.audio_format))
+
+
+def reply_text(answer: Answer) -> str:
+    return safe_markdown(escape(answer.text)) or "*(no text)*"
 
 
 def draw_exchange(log_dir: Path, exchange: Exchange, under_reply: Callable[[Answer], None] | None = None,
@@ -129,10 +155,13 @@ def draw_exchange(log_dir: Path, exchange: Exchange, under_reply: Callable[[Answ
     if (answer := exchange.answer) is None:
         return
     with st.chat_message("assistant"):
-        st.markdown(safe_markdown(escape(answer.text)) or "*(no text)*")
+        st.empty()  # where a reply being written shows "Thinking…"
+        st.markdown(reply_text(answer))
         draw_reply_media(log_dir, answer)
-        if under_reply is not None:
-            under_reply(answer)
+        with st.container():  # one element whatever the page draws under the reply
+            if under_reply is not None:
+                under_reply(answer)
+        st.empty()  # where a reply being written mounts the speech queue
 
 
 def read_only(answer: Answer) -> None:

@@ -73,10 +73,10 @@ class SpeechQueue:
     ends. Its turn is the reply's id (ReplyId).
     """
 
-    def __init__(self, index: int, rate: float = 1.0, heard: int = 0):
+    def __init__(self, index: int, rate: float = 1.0, heard: int = 0, box=None):
         self.turn = ReplyId.new(index, heard)
         self.rate = rate
-        self.box = st.empty()
+        self.box = st.empty() if box is None else box  # the placeholder it mounts in (the reply's audio slot)
         self.clips: list[dict] = []
         self._send("start")
 

@@ -39,6 +39,7 @@ class CachedSpeaker:
     def __init__(self, speaker: Speaker, size: int = CACHE_SIZE):
         self.speaker = speaker
         self.name = speaker.name
+        self.offline = getattr(speaker, "offline", False)
         self._cache: LRU[tuple[str, str], Speech] = LRU(size)
 
     def speak(self, text: str, language: str = "en") -> Speech:
@@ -53,6 +54,7 @@ class GTTSSpeaker:
     """Google Translate's TTS through gTTS, written to memory (save() leaves 0-byte files on error)."""
 
     name = "gTTS"
+    offline = False  # Google's voice needs the internet
 
     def __init__(self, timeout_s: float = GTTS_TIMEOUT_S):
         self.timeout_s = timeout_s
@@ -73,19 +75,32 @@ class GTTSSpeaker:
         try:
             audio = future.result(timeout=self.timeout_s)
         except FutureTimeout as e:
-            raise SpeechError(f"gTTS did not answer within {self.timeout_s:.0f} s.") from e
-        except (gTTSError, ValueError, AssertionError) as e:
-            # offline, HTTP 429, ...; a language it lacks; nothing left to say after its own cleaning
-            raise SpeechError(f"gTTS failed: {e}") from e
+            raise SpeechError(f"Google's voice did not answer within {self.timeout_s:.0f} s.") from e
+        except gTTSError as e:
+            raise SpeechError(_gtts_problem(e)) from e
+        except (ValueError, AssertionError) as e:  # a language it lacks; nothing left to say after its own cleaning
+            raise SpeechError(f"Google's voice could not say this ({e}).") from e
         if not audio:
-            raise SpeechError("gTTS returned no audio.")
+            raise SpeechError("Google's voice returned no audio.")
         return Speech(audio, "mp3", self.name)
+
+
+def _gtts_problem(error) -> str:
+    """What went wrong with Google's voice, in plain words (gTTS's own message names library internals:
+    "Failed to connect. Probable cause: Unknown")."""
+    response = getattr(error, "rsp", None)
+    if response is None:
+        return "Google's voice could not be reached."
+    if response.status_code == 429:
+        return "Google's voice is refusing requests for now (too many, HTTP 429)."
+    return f"Google's voice failed (HTTP {response.status_code})."
 
 
 class EspeakSpeaker:
     """espeak-ng, offline and fast; robotic but always there (apt package espeak-ng)."""
 
     name = "espeak-ng"
+    offline = True
 
     def __init__(self, words_per_minute: int = 165):
         self.words_per_minute = words_per_minute
@@ -149,6 +164,8 @@ class PiperSpeaker:
     """Piper (piper-tts, neural, onnxruntime): a natural offline voice. A Piper voice speaks one language;
     for others it raises LanguageNotSpoken. The voice is loaded at its first sentence, once, and speaks one
     sentence at a time (its espeak-ng phonemizer keeps global state)."""
+
+    offline = True
 
     def __init__(self, voice: str | Path | None = None):
         self.voice = Path(voice) if voice else bundled_piper_voice()
@@ -241,6 +258,7 @@ class SpeakerChain:
         reasons: list[str] = []  # why the speakers before the one that speaks did not, this sentence
         resting: list[str] = []  # why the resting ones failed before
         last: SpeechError | None = None
+        went_offline = False  # an online speaker failed this sentence
         for i, speaker in enumerate(self.speakers):
             if time.monotonic() < self._down_until[i]:
                 resting.append(self._errors[i])
@@ -253,6 +271,7 @@ class SpeakerChain:
                 continue
             except SpeechError as e:
                 logger.warning("%s did not speak, the next engine does: %s", speaker.name, e)
+                went_offline = went_offline or not speaker_offline(speaker)
                 if i < len(self.speakers) - 1:
                     with self._lock:
                         self._down_until[i] = time.monotonic() + self.retry_after_s
@@ -262,10 +281,23 @@ class SpeakerChain:
                 continue
             if not reasons:
                 return speech
-            return replace(speech, note=" ".join(reasons + [f"Spoken by {speech.engine}."]))
+            return replace(speech, note=_fallback_note(reasons, speech.engine, went_offline and speaker_offline(speaker)))
         assert last is not None  # the last speaker never rests
         why = list(dict.fromkeys(r for r in resting + reasons if r and r != _sentence(str(last))))
         raise SpeechError(" ".join(why + [last.message]), last.hint) from last
+
+
+def speaker_offline(speaker: Speaker) -> bool:
+    """Whether a speaker works without the internet (Piper and espeak-ng do, gTTS does not)."""
+    return bool(getattr(speaker, "offline", False))
+
+
+def _fallback_note(reasons: list[str], engine: str, offline: bool) -> str:
+    """The note of a sentence spoken by a later engine: why the ones before did not, then who spoke;
+    when an online voice failed and an offline one spoke, "...could not be reached; speaking offline (Piper ...)."."""
+    if offline:
+        return "; ".join(r.rstrip(".") for r in reasons) + f"; speaking offline ({engine})."
+    return " ".join(reasons + [f"Spoken by {engine}."])
 
 
 def _sentence(text: str) -> str:

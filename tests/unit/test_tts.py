@@ -246,3 +246,29 @@ def test_joining_wavs_of_two_sample_rates_keeps_each_pieces_duration():
     with wave.open(io.BytesIO(joined.audio)) as reader:
         assert reader.getframerate() == 22050
         assert reader.getnframes() / 22050 == pytest.approx(1.0 + 0.5 + 0.1, abs=1e-3)
+
+
+def test_gtts_offline_says_in_plain_words_that_google_could_not_be_reached(monkeypatch):
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)  # the machine offline, as gTTS meets it
+    with pytest.raises(SpeechError) as failed:
+        GTTSSpeaker(timeout_s=5).speak("Hello.", "en")
+    assert str(failed.value) == "Google's voice could not be reached."
+
+
+def test_an_offline_engine_speaking_for_a_failed_online_one_says_speaking_offline():
+    class Offline(FakeSpeaker):
+        name = "piper"
+        offline = True
+
+    class Unreachable(Flaky):
+        def speak(self, text, language="en"):
+            self.calls += 1
+            raise SpeechError("Google's voice could not be reached.")
+
+    spoken = SpeakerChain([CachedSpeaker(Unreachable()), CachedSpeaker(Offline())]).speak("One.", "en")
+    assert spoken.note == "Google's voice could not be reached; speaking offline (piper)."
