@@ -69,7 +69,8 @@ def test_two_spoken_questions_give_two_answered_spoken_turns_without_a_click(ser
                 short=True)
     page, asked = call.page, call.asked
     page.wait_for_function("window.__talkCall.sent >= 2", timeout=60_000)
-    page.wait_for_function("window.__talkSpeech.log.some(e => e.turn.index === 1 && e.turn.heard === 2)", timeout=60_000)
+    page.wait_for_function("window.__talkSpeech && window.__talkSpeech.log.some(e => e.turn.index === 1 && e.turn.heard === 2)",
+                           timeout=60_000)
     page.screenshot(path=tmp_path / "call-mode.png")
 
     heard = page.evaluate("window.__talkCall.log")
