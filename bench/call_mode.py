@@ -95,7 +95,7 @@ def each_on_a_fresh_page(playwright, url: str, work: Path, questions: list[str],
 
 
 def hands_free(page, spoken) -> tuple[float, tuple[int, int]]:
-    page.get_by_text("Hands-free").click()
+    page.get_by_test_id("talk-call-toggle").click()
     page.wait_for_function("window.__talkCall && window.__talkCall.t0 !== null")
     page.wait_for_function("window.__talkCall.sent >= 1")
     return page.evaluate("window.__talkCall.t0") + spoken.end_s * 1000, (0, 1)
@@ -119,7 +119,7 @@ def call_conversation(playwright, url: str, work: Path, questions: list[str]) ->
         parts += [question, GAP_S]
     spoken = conversation(wav, parts)
     browser, page = open_page(playwright, url, wav)
-    page.get_by_text("Hands-free").click()
+    page.get_by_test_id("talk-call-toggle").click()
     page.wait_for_function("window.__talkCall && window.__talkCall.t0 !== null")
     latencies, barges = [], []
     for number, question in enumerate(spoken):

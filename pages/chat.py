@@ -28,6 +28,7 @@ LANGUAGES = {"en": "English", "fr": "Français", "de": "Deutsch", "es": "Españo
              "pt": "Português", "nl": "Nederlands", "pl": "Polski", "ru": "Русский", "ja": "日本語",
              "zh": "中文", "ko": "한국어", "ar": "العربية", "hi": "हिन्दी", "tr": "Türkçe"}
 IMAGE_TYPES = [fmt.lower() for fmt in IMAGE_FORMATS] + ["jpg"]
+QUESTION_KEY = "question"  # the chat box's widget key: a question whose file was refused is put back in it
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,6 @@ class Choices:
     speak: bool
     language: str  # of typed questions
     options: GenerationOptions
-    hands_free: bool = False  # call mode: the page listens and sends each utterance (ui/call_mode.py)
     rate: float = 1.0  # speech rate, applied by the page's player
 
 
@@ -55,21 +55,16 @@ def on_sidebar_image(session: ChatSession, engines: Engines, key: str) -> None:
 
 def sidebar(settings: Settings, engines: Engines, session: ChatSession):
     """Image, voice and generation settings, the engines in use; leaves room for the last turn's timings.
-    Returns the choices and the place of call mode's status (drawn at the end of the run)."""
+    Returns the choices and the place of the current image."""
     st.button("New session", icon=":material/add_comment:", on_click=state.new_chat, args=(settings, engines.chat.name),
               use_container_width=True)
     st.file_uploader("Image", type=IMAGE_TYPES, key=state.image_key(), on_change=on_sidebar_image,
                      args=(session, engines, state.image_key()),
                      help="Or attach it in the chat box. A new image starts a new visual context.")
-    if session.current_image:
-        exchange_view.draw_image(session.log_dir, session.current_image, side=chat_view.SIDEBAR_SIDE, width=None,
-                                 caption="Current image" + (" (used by your next question)" if session.pending_image else ""))
+    image_box = st.empty()  # the current image, drawn again at the end of the run: a question asked in it may change it
+    draw_current_image(session, image_box)
+    state.keep_in_address(session)  # a reload goes on with this conversation
     speak = st.toggle("Speak replies", value=settings.tts_engine != "none", disabled=engines.speaker is None)
-    hands_free = st.toggle("Hands-free", key="hands_free", disabled=engines.transcriber is None,
-                           help="A conversation without clicks: the page listens, each thing you say is a question, "
-                                "and talking while a reply is spoken interrupts it. Use headphones or let the "
-                                "browser's echo cancellation keep the reply out of the microphone.")
-    call_box = st.empty()
     rate = st.slider("Speech rate", *speech_queue.RATES, 1.0, 0.05, format="%.2fx", key="speech_rate",
                      disabled=not speak)
     language = st.selectbox("Language of typed questions", list(LANGUAGES), format_func=LANGUAGES.get,
@@ -88,7 +83,7 @@ def sidebar(settings: Settings, engines: Engines, session: ChatSession):
         st.markdown(f"**Text to speech:** {engines.speaker.name if engines.speaker else 'off'}")
         st.caption("Set by environment variables (see README):")
         st.code("\n".join(f"{name} = {value}" for name, value in settings.as_rows()), language=None)
-    return Choices(speak, language, options, hands_free, rate), call_box
+    return Choices(speak, language, options, rate=rate), image_box
 
 
 def stream_answer(session: ChatSession, engines: Engines, choices: Choices, index: int,
@@ -192,11 +187,25 @@ def typed(prompt, choices: Choices) -> turn.TurnInput:
     )
 
 
+def sent(prompt) -> bool:
+    """Whether the chat box sent something to ask: spaces alone are not a question (a toast says so, and the
+    last reply keeps its buttons)."""
+    if not prompt:
+        return False
+    if (prompt.text or "").strip() or prompt.files or prompt.audio:
+        return True
+    st.toast("Type a question first (or attach an image, or press the microphone).", icon=":material/edit:")
+    return False
+
+
 def ask(session: ChatSession, engines: Engines, choices: Choices, turn_input: turn.TurnInput, drawn: int,
         heard: int = 0) -> None:
     """Ask and answer; drawn: the items this run drew before (a question another run asked meanwhile is not)."""
     event = turn.ask(session, engines, turn_input)
     if isinstance(event, turn.Rejected):
+        if turn_input.audio is None and turn_input.text.strip():  # a refused file: the typed question waits in the box
+            state.put_back(turn_input.text)
+            st.rerun()  # the notice is in the conversation: the next run draws it, and the box with the text
         exchange_view.draw_notice(event.notice)
     elif isinstance(event, turn.Asked):
         try:
@@ -217,8 +226,21 @@ def ask_all(session: ChatSession, engines: Engines, choices: Choices, prompt, dr
         ask(session, engines, choices, turn.TurnInput(audio=wav, language=choices.language), drawn, utterance_id)
 
 
-def draw_footer(session: ChatSession, timings_box) -> None:
-    """The last turn's timings in the sidebar; a warning while the conversation cannot be saved."""
+def draw_current_image(session: ChatSession, image_box) -> None:
+    """The sidebar's current image, as this run leaves it (after its question, not before)."""
+    if session.current_image:
+        with image_box.container():
+            exchange_view.draw_image(session.log_dir, session.current_image, side=chat_view.SIDEBAR_SIDE, width=None,
+                                     caption="Current image" + (" (used by your next question)" if session.pending_image else ""))
+    else:
+        image_box.empty()
+
+
+def draw_footer(session: ChatSession, timings_box, image_box) -> None:
+    """The last turn's timings and the current image in the sidebar; a warning while the conversation cannot
+    be saved; the conversation's id in the address, so that a reload goes on with it."""
+    draw_current_image(session, image_box)
+    state.keep_in_address(session)
     last = session.conversation.last_exchange_index()
     if last is not None and (answer := session.exchange(last).answer):
         with timings_box.container():
@@ -230,16 +252,31 @@ def draw_footer(session: ChatSession, timings_box) -> None:
                    "Nothing is lost meanwhile: it is written as soon as the folder can be used.", icon=":material/save:")
 
 
+def draw_sidebar(settings: Settings, engines: Engines, session: ChatSession):
+    """The sidebar; returns the choices and the places filled at the end of the run (image, timings)."""
+    with st.sidebar:
+        choices, image_box = sidebar(settings, engines, session)
+        st.markdown("**Last turn**")
+        timings_box = st.empty()
+        caption = st.empty()  # drawn or not, the same elements below it: none left stale after New session
+        if session.session_id:
+            caption.caption(f"Session `{session.session_id}`")
+        with st.container():
+            chat_view.draw_recent(session, state.open_chat)
+    return choices, image_box, timings_box
+
+
+def draw_welcome() -> None:
+    st.markdown("### Talk with a picture\nAttach an image with the chat box's **+** button, then ask about it: type, "
+                "press the microphone, or **Start hands-free call** and just talk. Questions without an image are "
+                "answered as a plain text chat. Settings and recent conversations are in the sidebar (**>** at the top left).")
+
+
 def main() -> None:
     settings = page_settings()
     engines, load_notes = engines_for(settings)
     session = state.chat(settings, engines.chat.name)
-    with st.sidebar:
-        choices, call_box = sidebar(settings, engines, session)
-        st.markdown("**Last turn**")
-        timings_box = st.empty()
-        if session.session_id:
-            st.caption(f"Session `{session.session_id}`")
+    choices, image_box, timings_box = draw_sidebar(settings, engines, session)
     chat_view.draw_demo_notice(settings)
     for note in load_notes:
         st.info(note, icon=":material/info:")
@@ -249,14 +286,17 @@ def main() -> None:
         reply, spoken = barge
         session.barge_in(reply.index if spoken and reply is not None else None)
 
+    if (text := state.take_put_back()) is not None:
+        st.session_state[QUESTION_KEY] = text  # before the box is drawn: the only time it may be set
     prompt = st.chat_input(  # drawn at the bottom of the page wherever it is called
         "Ask about the image…", accept_file=True, file_type=IMAGE_TYPES, accept_audio=True, audio_sample_rate=16000,
         max_chars=MAX_QUESTION_CHARS,  # 20,000 characters: longer questions cannot be typed (nor indexed quickly)
+        key=QUESTION_KEY,
     )
+    prompt = prompt if sent(prompt) else None
     asking = bool(prompt) or state.waiting_utterances() > 0  # typed, or heard by call mode
     if not asking and not session.conversation.items:
-        st.markdown("### Talk with a picture\nDrop an image in the sidebar or the chat box, then ask about it by typing "
-                    "or with the microphone. Questions without an image are answered as a plain text chat.")
+        draw_welcome()
     if action := state.take_action():
         do_action(session, action)
     draw_conversation(session, asking=asking)
@@ -265,9 +305,8 @@ def main() -> None:
     last = session.conversation.last_exchange_index()  # a new question's answer covers those that only waited
     if last is not None and session.awaits_answer(last):
         stream_answer(session, engines, choices, last, heard=session.heard_of(last))  # regenerate, resend, a rerun
-    draw_footer(session, timings_box)
-    with call_box:  # last: its mount tells the page that this run is over
-        call_mode.mount(choices.hands_free)
+    draw_footer(session, timings_box, image_box)
+    call_mode.mount(engines.transcriber is not None)  # last: its mount tells the page that this run is over
 
 
 main()

@@ -100,8 +100,8 @@ def draw_session(settings: Settings, sessions: HistoryIndex, session_id: str, hi
         st.warning("Session not found: it is not in the log folder (it may have been deleted).", icon=":material/search_off:")
         return
     st.title(f"Session of {history_view.when(summary.created)}")
-    st.caption(f"{summary.turns} turns · {history_view.duration(summary.duration_s)} · {summary.model or 'unknown model'}"
-               f" · `{session_id}`")
+    st.caption(f"{history_view.turns(summary.turns)} · {history_view.duration(summary.duration_s)} · "
+               f"{summary.model or 'unknown model'} · `{session_id}`")
     resume, markdown, as_json, delete = st.columns(4)
     if resume.button("Continue in chat", icon=":material/chat:", type="primary"):
         try:

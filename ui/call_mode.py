@@ -1,7 +1,10 @@
 """Hands-free call mode: the page listens, finds each utterance, and sends it to Python as a WAV.
 
-One st.components.v2 component, mounted at the end of every run of the chat page while the toggle
-is on. Its script (ui/js/call_mode.js) keeps the call on `window` (the microphone stays open across reruns):
+One st.components.v2 component, mounted at the end of every run of the chat page. Its script
+(ui/js/call_mode.js) keeps the call on `window` (the microphone stays open across reruns) and draws the call
+bar in document.body, above the chat box: a "Start hands-free call" / "End call" button, the state and a
+level meter. The bar is outside Streamlit's elements, so no rerun hides it, and starting or ending a call
+happens in the browser without a rerun (a rerun would cut the reply being written):
 
 - getUserMedia with echo cancellation, noise suppression and automatic gain; an AudioWorklet
   hands 20 ms frames to the page;
@@ -18,7 +21,9 @@ is on. Its script (ui/js/call_mode.js) keeps the call on `window` (the microphon
   utterance id sent}):
   a reply to an utterance up to that id stops (one not begun waits: the answer to what is being
   said covers its question too, core.chat.session), and a written reply whose voice was cut is marked stopped;
-- what the user sees: a state (listening, hearing you, thinking, speaking) and a level meter.
+- what the user sees: a state (listening, hearing you, thinking, speaking) and a level meter, through
+  every run (thinking: an utterance was sent and the run that answers it has not ended, or a reply is
+  being written; speaking: the reply's voice plays).
 
 window.__talkCall.log records per utterance {onset_sample, end_sample, onset_at, end_at, sent_at,
 barge, dropped}; `t0` and `rate` map a sample of the microphone to performance.now(), so the
@@ -59,8 +64,9 @@ def _on_barge() -> None:
         state.put_barge(barge.turn, barge.spoken, barge.upto)
 
 
-def mount(on: bool) -> None:
-    """Call mode's microphone, state and level meter (in the current container); off: the mic closes."""
-    _mount(key=KEY, height="content", data={"on": on, "silence_ms": SILENCE_MS, "handled": state.heard(),
-                                            "run": state.next_run()},
+def mount(available: bool) -> None:
+    """Call mode's bar (the page draws it above the chat box); not available (no speech to text): no bar,
+    and a call in progress ends."""
+    _mount(key=KEY, height="content", data={"available": available, "css": CSS, "silence_ms": SILENCE_MS,
+                                            "handled": state.heard(), "run": state.next_run()},
            on_utterance_change=_on_utterance, on_barge_change=_on_barge)

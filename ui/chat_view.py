@@ -9,9 +9,13 @@ from core.chat.session import ChatSession
 from core.config import Settings
 from core.conversation import Answer, Exchange
 from core.engines.demo import is_random_demo
+from core.store.history_index import HistoryIndex
+from core.store.session_log import LogFolderError
 from ui.exchange_view import STAGES, timing
+from ui.history_view import turns
 
 SIDEBAR_SIDE = 640  # pixels; the sidebar is about 300 wide
+RECENT = 5  # conversations listed in the sidebar, newest first
 SHOWN_TURNS = 30  # a long conversation draws its last turns; "Show earlier turns" adds this many more
 
 
@@ -55,3 +59,21 @@ def draw_timings(timings: dict[str, float]) -> None:
     rows = [f"| {label} | {timing(key, timings[key])} |" for key, label in STAGES.items() if key in timings]
     if rows:
         st.markdown("| stage | time |\n|---|---:|\n" + "\n".join(rows))
+
+
+def draw_recent(session: ChatSession, on_open) -> None:
+    """The last few conversations (not this one), each a button that goes on with it; all are in History."""
+    try:
+        index = HistoryIndex(session.log_dir)
+        index.sync()
+        recent = [s for s in index.page(0, RECENT + 1) if s.session_id != session.session_id][:RECENT]
+    except LogFolderError:
+        return  # the page says why the conversation cannot be saved
+    if not recent:
+        return
+    st.markdown("**Recent conversations**")
+    for summary in recent:
+        label = (summary.first_question.strip() or "(no question)")[:48]
+        st.button(label, key=f"recent-{summary.session_id}", on_click=on_open, args=(summary.session_id,),
+                  icon=":material/chat_bubble:", use_container_width=True,
+                  help=f"{turns(summary.turns)}; History lists them all.")

@@ -18,6 +18,8 @@ from ui.exchange_view import draw_exchange, draw_notice, escape, picture, read_o
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~:$<])")
 MARKED = re.compile(f"({MARK_START}[^{MARK_START}{MARK_END}]*{MARK_END})")  # one matched word, marks included
 HIGHLIGHT_CHARS = 2_000  # of a snippet drawn as a search hit
+MATCH_KEY = "search-match"  # the opened search hit's turn: the page scrolls to it (ui/js/scroll_to.js)
+_scroll_to = st.components.v2.component("talk_scroll_to", js=(Path(__file__).parent / "js" / "scroll_to.js").read_text())
 
 
 def when(iso: str) -> str:
@@ -58,6 +60,11 @@ def thumbnail(log_dir: Path, digest: str, size: int = 96) -> bytes | None:
     return picture(log_dir, digest, size)
 
 
+def turns(count: int) -> str:
+    """ "1 turn", "2 turns"."""
+    return f"{count} turn{'s' if count != 1 else ''}"
+
+
 def summary_row(log_dir: Path, summary: SessionSummary, on_open) -> None:
     with st.container(border=True):
         left, middle, right = st.columns([1, 6, 1], vertical_alignment="center")
@@ -68,7 +75,7 @@ def summary_row(log_dir: Path, summary: SessionSummary, on_open) -> None:
             left.markdown(":material/chat:")
         middle.markdown(f"**{when(summary.created)}** · "
                         f"{safe_markdown(escape(summary.first_question[:120])) or '*(no question)*'}")
-        details = [f"{summary.turns} turn{'s' if summary.turns != 1 else ''}", duration(summary.duration_s),
+        details = [turns(summary.turns), duration(summary.duration_s),
                    summary.model or "unknown model"]
         if summary.errors:
             details.append(f":red[{summary.errors} error{'s' if summary.errors != 1 else ''}]")
@@ -96,7 +103,7 @@ def session(log_dir: Path, logged: LoggedSession, highlight: int | None = None) 
             draw_notice(item)
             continue
         matched = item.turn.number == highlight  # the number the log, the index and the link share
-        with st.container(border=True) if matched else st.container():
+        with st.container(border=True, key=MATCH_KEY) if matched else st.container():
             if matched:
                 st.caption(":orange-background[Search match]")
             draw_exchange(log_dir, item, under_reply=read_only, numbered=True)
@@ -105,3 +112,5 @@ def session(log_dir: Path, logged: LoggedSession, highlight: int | None = None) 
     for error in logged.errors:
         st.error(f"{when(error.get('ts', ''))} · turn {(error.get('turn') or 0) + 1}: {error.get('message', '')}",
                  icon=":material/error:")
+    if highlight is not None:
+        _scroll_to(key="scroll-to-match", data={"target": f"st-key-{MATCH_KEY}"}, height=0)

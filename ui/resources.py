@@ -79,7 +79,7 @@ def engines_for(settings: Settings) -> tuple[Engines, list[str]]:
     slot = _slot(settings)
     box = None
     if slot.loaded is None and slot.failure is None:
-        box = st.status("Loading models (the first start may download them)…", expanded=True)
+        box = st.status("Getting the models ready (the first start may download them)…", expanded=True)
     try:
         loaded = shared_engines(settings, box.write if box else logger.info)
     except AppError as e:

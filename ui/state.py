@@ -17,11 +17,12 @@
                  over a reply; barged: the last utterance id sent before that (replies to it and
                  earlier ones stop)
     call_run     a number that changes every run, so that call mode's component hears that a run ended
+    put_back     a typed question whose file was refused, put back in the chat box by the next run
 
 Widget keys (Streamlit keeps their values under them): image-<n> (the sidebar picker), query
-(History's search box), edit-<index> (an edited question), feedback-<session>-<index>, and the
-buttons stop-/regen-/resend-<index>, open-<session>, hit-<session>-<turn>, confirm-delete; hands_free,
-speech_rate (sidebar) and talk-call (call mode's component, ui/call_mode.py).
+(History's search box), question (the chat box), edit-<index> (an edited question), feedback-<session>-<index>, and the
+buttons stop-/regen-/resend-<index>, open-<session>, recent-<session>, hit-<session>-<turn>, confirm-delete; speech_rate
+(sidebar) and talk-call (call mode's component, ui/call_mode.py).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ import streamlit as st
 from core.chat.session import ChatSession
 from core.config import Settings
 from core.conversation import Notice
+from core.errors import AppError
 from core.limits import MAX_RECORDING_S
+from core.store.session_log import SESSION_ID, session_path
 from ui.chat_view import SHOWN_TURNS
 from ui.speech_queue import ReplyId
 
@@ -39,12 +42,43 @@ SYSTEM_PROMPT_KEY = "system_prompt"  # the sidebar's system prompt, read when a 
 
 
 def chat(settings: Settings, model: str) -> ChatSession:
-    """This browser session's conversation; a new one when there is none, or when the user's folder
-    changed (signed in as someone else since): never write into another user's folder."""
+    """This browser session's conversation: the one the address names (?session=<id>, in this user's
+    folder: a reload or a shared tab goes on with it), else the one kept, else a new one; a new one too
+    when the user's folder changed (signed in as someone else since): never write into another user's folder."""
     current = st.session_state.get("chat")
-    if current is None or current.log_dir != settings.log_dir:
-        current = st.session_state.chat = ChatSession(settings, meta={"model": model})
+    if current is not None and current.log_dir != settings.log_dir:
+        current = None
+    named = st.query_params.get("session")
+    if named and (current is None or current.session_id != named):
+        current = _resumed(settings, named) or current
+    if current is None:
+        current = ChatSession(settings, meta={"model": model})
+    st.session_state.chat = current
     return current
+
+
+def _resumed(settings: Settings, session_id: str) -> ChatSession | None:
+    """The logged session the address names; None (and the address cleared) when there is none."""
+    try:
+        if SESSION_ID.match(session_id) and session_path(settings.log_dir, session_id).is_file():
+            return ChatSession.resume(settings, session_id)
+    except (AppError, OSError, ValueError):  # unreadable, or a link that leads outside the folder
+        pass
+    st.query_params.pop("session", None)
+    return None
+
+
+def open_chat(session_id: str) -> None:
+    """A recent conversation clicked (a callback): the next run goes on with it; the spoken reply stops."""
+    st.query_params["session"] = session_id
+    st.session_state.pop("shown", None)
+    silence()
+
+
+def keep_in_address(session: ChatSession) -> None:
+    """Put the conversation's id in the chat page's address (once it has one), so that a reload finds it."""
+    if session.session_id and st.query_params.get("session") != session.session_id:
+        st.query_params["session"] = session.session_id
 
 
 def set_chat(session: ChatSession) -> None:
@@ -55,6 +89,7 @@ def set_chat(session: ChatSession) -> None:
 def new_chat(settings: Settings, model: str) -> None:
     """New session (a callback): a fresh conversation, the spoken reply silenced, an empty file picker."""
     st.session_state.chat = ChatSession(settings, meta={"model": model})
+    st.query_params.pop("session", None)
     st.session_state.silence = True
     st.session_state.pop("shown", None)
     st.session_state.uploader = uploader() + 1
@@ -164,6 +199,15 @@ def put_barge(turn: ReplyId | None, spoken: bool, upto: int) -> None:
 def take_barge() -> tuple[ReplyId | None, bool] | None:
     return st.session_state.pop("barge", None)
 
+
+
+def put_back(text: str) -> None:
+    """A typed question whose file was refused: the next run puts it back in the chat box."""
+    st.session_state.put_back = text
+
+
+def take_put_back() -> str | None:
+    return st.session_state.pop("put_back", None)
 
 
 def next_run() -> int:

@@ -36,6 +36,13 @@ Progress = Callable[[str], None]
 IN_PROCESS_PACKAGES = ("torch", "transformers")  # the in-process model's (requirements-local.txt)
 
 
+# The loading panel's words for the settings' values (README, Configuration)
+QUANT_WORDS = {"none": "full precision", "int8": "made smaller (8-bit)", "4bit": "made smaller (4-bit)",
+               "8bit": "made smaller (8-bit)", "nf4": "made smaller (4-bit NF4)"}
+SPEAKERS = {"gtts": "Google's voice (gTTS), with offline voices as fallback", "piper": "Piper (offline)",
+            "espeak": "espeak-ng (offline)", "none": "none (replies are not spoken)"}
+
+
 def load_engines(settings, progress: Progress = logger.info) -> Loaded:
     """Load the configured engines (core.config.Settings), saying what is loaded as it goes.
 
@@ -55,7 +62,7 @@ def load_engines(settings, progress: Progress = logger.info) -> Loaded:
         notes.append(f"Voice input is off: {e}")
     from core.engines.tts import make_speaker
 
-    progress(f"Text to speech: {settings.tts_engine}")
+    progress(f"Voice for the replies: {SPEAKERS.get(settings.tts_engine, settings.tts_engine)}")
     speaker, note = make_speaker(settings.tts_engine, settings.piper_voice)
     if note:
         notes.append(note)
@@ -75,7 +82,8 @@ def _chat_model(settings, progress: Progress) -> ChatModel:
         raise NothingConfigured(missing)
     from core.engines.vlm import LlavaModel
 
-    progress(f"Chat model: `{settings.llava_model}` ({settings.llava_quant}, {settings.device})")
+    progress(f"Chat model: `{settings.llava_model}`, {QUANT_WORDS.get(settings.llava_quant, settings.llava_quant)}, "
+             f"on the {'GPU' if settings.device == 'cuda' else 'CPU'}")
     return LlavaModel.load(
         settings.llava_model, settings.llava_quant, settings.device, settings.token_timeout_s,
         cache_tokens=settings.llava_cache_tokens, progress=progress,
@@ -98,7 +106,8 @@ class NothingConfigured(ModelLoadError):
 
 
 def _transcriber(settings, progress: Progress) -> tuple[Transcriber, str]:
-    progress(f"Speech recognition: {settings.stt_engine} `{settings.whisper_model or 'default size'}`")
+    size = f"`{settings.whisper_model}`" if settings.whisper_model else "the usual size for this machine"
+    progress(f"Speech recognition: {settings.stt_engine}, {size}")
     if settings.stt_engine == "openai-api":  # a transcription server (whisper_model: its model name)
         from core.engines.remote import RemoteTranscriber
 

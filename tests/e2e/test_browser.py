@@ -101,7 +101,7 @@ def test_2_spoken_question_is_transcribed_answered_and_spoken(server, browser_wi
     page.screenshot(path=tmp_path / "2-voice.png", full_page=True)
 
 
-def test_3_three_mixed_turns_then_reload(server, browser_with_mic, speak_wav, tmp_path):
+def test_3_three_mixed_turns_survive_a_reload_and_are_listed_as_recent(server, browser_with_mic, speak_wav, tmp_path):
     url, log_dir = server
     before = {s.session_id for s in sessions(log_dir)}
     page = browser_with_mic(speak_wav("What colour is the big red car?", lead_s=1.0))
@@ -109,11 +109,19 @@ def test_3_three_mixed_turns_then_reload(server, browser_with_mic, speak_wav, tm
     assert page.locator(MESSAGES).count() == 6
     page.screenshot(path=tmp_path / "3-before-reload.png", full_page=True)
 
-    page.reload()  # a reload starts a new, empty conversation; the old one is in the log
-    page.wait_for_selector("text=Talk with a picture")
-    assert page.locator(MESSAGES).count() == 0
-    page.screenshot(path=tmp_path / "3-after-reload.png", full_page=True)
     (new,) = [s for s in sessions(log_dir) if s.session_id not in before]
+    assert f"session={new.session_id}" in page.url  # the conversation is in the address...
+    page.reload()  # ... so a reload goes on with it
+    page.wait_for_function(f"document.querySelectorAll('{MESSAGES}').length === 6")
+    page.wait_for_function("document.querySelectorAll('[data-testid=stFeedback]').length === 3")
+    assert "Tell me more." in page.locator(MESSAGES).nth(4).inner_text()
+    page.screenshot(path=tmp_path / "3-after-reload.png", full_page=True)
+    page.get_by_role("button", name="New session").click()  # a new one lists this one among the recent ones
+    page.wait_for_selector("text=Talk with a picture")
+    assert "session=" not in page.url
+    page.locator(f".st-key-recent-{new.session_id} button").first.click()  # (a button with help= holds two)
+    page.wait_for_function(f"document.querySelectorAll('{MESSAGES}').length === 6")
+    assert f"session={new.session_id}" in page.url
     exchanges = new.conversation.exchanges
     assert [e.question.source for e in exchanges] == ["voice", "text", "text"]
     assert "car" in exchanges[0].question.text.lower() and all(e.answer for e in exchanges)
@@ -154,6 +162,12 @@ def test_4_history_search_open_replay_export(server, browser_with_mic, tmp_path)
     text = markdown.read_text()
     assert markdown.suffix == ".md" and text.count("## Turn ") == 3 and "car" in text.lower()
 
+    page.goto(f"{url}/history?session={session_id}&turn=2")  # a hit in the last turn: the page starts there
+    page.wait_for_selector("text=Search match")
+    page.wait_for_function("""() => { const r = document.querySelector('.st-key-search-match').getBoundingClientRect();
+                                     return r.top >= 0 && r.top < innerHeight / 2; }""")
+    page.screenshot(path=tmp_path / "4-hit-scrolled.png")
+
 
 def test_5_bad_input_shows_messages_and_the_chat_goes_on(server, browser_with_mic, tmp_path):
     url, log_dir = server
@@ -169,9 +183,18 @@ def test_5_bad_input_shows_messages_and_the_chat_goes_on(server, browser_with_mi
     fake.write_text("this is a text file, not an image")
     type_question(page, "What is this?", fake)
     page.wait_for_selector("text=This file is not an image I can read")
+    box = page.locator("[data-testid=stChatInputTextArea]")
+    page.wait_for_function("b => b.value === 'What is this?'", arg=box.element_handle())  # the typed question is kept
+    box.fill("")
     speak_question(page, 2)
     page.wait_for_selector("text=I heard nothing")
     type_question(page, "Are you still there?")
     wait_for_reply(page, 1)
     assert "Are you still there?" in page.locator(MESSAGES).all_inner_texts()[-2]
+    count = page.locator(MESSAGES).count()
+    page.locator("[data-testid=stChatInputTextArea]").fill("   ")  # spaces only: a hint, nothing asked
+    page.keyboard.press("Enter")
+    page.wait_for_selector("text=Type a question first")
+    assert page.locator(MESSAGES).count() == count
+    page.get_by_role("button", name="Regenerate").wait_for()  # the last reply keeps its buttons
     page.screenshot(path=tmp_path / "5-bad-input.png", full_page=True)

@@ -9,6 +9,7 @@ import pytest
 
 from core.store.session_log import list_session_files, read_session
 from tests.e2e.test_browser import open_chat
+from tests.e2e.test_messages import SAMPLER, check, samples
 from tests.fake_mic import conversation
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -30,7 +31,7 @@ def start_call(page, url, short: bool = False):
         set_slider(page, "Speech rate", "End", "1.5")
         page.get_by_text("Generation settings").click()
         set_slider(page, "Max new tokens", "Home", "16")
-    page.get_by_text("Hands-free").click()  # the fake microphone's file starts now
+    page.get_by_test_id("talk-call-toggle").click()  # the fake microphone's file starts now
     page.wait_for_function("window.__talkCall && window.__talkCall.t0 !== null")
 
 
@@ -68,7 +69,8 @@ def test_two_spoken_questions_give_two_answered_spoken_turns_without_a_click(ser
                 short=True)
     page, asked = call.page, call.asked
     page.wait_for_function("window.__talkCall.sent >= 2", timeout=60_000)
-    page.wait_for_function("window.__talkSpeech.log.some(e => e.turn.index === 1 && e.turn.heard === 2)", timeout=60_000)
+    page.wait_for_function("window.__talkSpeech && window.__talkSpeech.log.some(e => e.turn.index === 1 && e.turn.heard === 2)",
+                           timeout=60_000)
     page.screenshot(path=tmp_path / "call-mode.png")
 
     heard = page.evaluate("window.__talkCall.log")
@@ -97,6 +99,7 @@ def test_talking_over_a_spoken_reply_stops_it_at_once_and_asks_the_new_question(
     # 512 new tokens: the first reply is still being spoken when the second question starts
     call = Call(server, browser_with_mic, tmp_path, ["Please describe this image.", 7.0, "What colour is the big red car?"])
     page, asked = call.page, call.asked
+    page.evaluate(SAMPLER, None)  # no message drawn twice or in the wrong place while the reply is talked over
     page.wait_for_function("window.__talkSpeech && window.__talkSpeech.log.some(e => e.turn.index === 1 && e.turn.heard === 2)",
                            timeout=90_000)
     onset = page_time(page, asked[1].start_s)
@@ -117,3 +120,61 @@ def test_talking_over_a_spoken_reply_stops_it_at_once_and_asks_the_new_question(
     assert exchanges[0].answer.status == "stopped"
     assert "car" in exchanges[1].question.text.lower() and exchanges[1].question.source == "voice"
     assert exchanges[1].answer is not None and exchanges[1].answer.text
+    check(samples(page), users=2, assistants=2)
+
+
+STATE_SAMPLER = """() => {
+    window.__states = [];
+    window.__stateSampler = setInterval(() => {
+        const bar = document.querySelector('[data-testid=talk-call]');
+        const box = bar && bar.getBoundingClientRect();
+        const label = bar && bar.querySelector('.label');
+        window.__states.push({ state: bar ? bar.dataset.state : null, at: performance.now(),
+                               visible: !!box && box.height > 0 && box.bottom <= innerHeight && !!label.textContent });
+    }, 50);
+}"""
+
+
+def test_the_call_state_is_visible_at_every_stage_of_a_turn(server, browser_with_mic, tmp_path):
+    call = Call(server, browser_with_mic, tmp_path, ["What is in this picture?"], short=True)
+    page = call.page
+    page.evaluate(STATE_SAMPLER)
+    page.wait_for_function("window.__talkSpeech && window.__talkSpeech.log.some(e => e.end !== null)", timeout=90_000)
+    page.wait_for_function("document.querySelector('[data-testid=talk-call]').dataset.state === 'listening'")
+    page.screenshot(path=tmp_path / "call-listening-after.png")
+    samples = page.evaluate("clearInterval(window.__stateSampler), window.__states")
+    assert all(s["visible"] for s in samples), [s for s in samples if not s["visible"]][:3]
+    stages = [s["state"] for i, s in enumerate(samples) if i == 0 or s["state"] != samples[i - 1]["state"]]
+    at = {stage: stages.index(stage) for stage in ("hearing", "thinking", "speaking")}
+    assert stages[0] == "listening" and at["hearing"] < at["thinking"] < at["speaking"], stages
+    assert stages[-1] == "listening"
+
+
+def test_starting_and_ending_a_call_while_a_reply_is_written_does_not_cut_it(server, browser_with_mic, tmp_path):
+    import numpy as np
+
+    from tests.e2e.test_browser import type_question, wait_for_reply
+    from tests.fakes import wav_bytes
+
+    url, log_dir = server
+    silence = tmp_path / "silence.wav"
+    silence.write_bytes(wav_bytes(np.zeros(16000 * 30, dtype=np.float32)))
+    before = set(list_session_files(log_dir))
+    page = browser_with_mic(silence)
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone
+    open_chat(page, url)
+    toggle = page.get_by_test_id("talk-call-toggle")
+    box = toggle.bounding_box()
+    assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390 and box["y"] + box["height"] <= 844
+    type_question(page, "Please describe this image.")
+    page.get_by_role("button", name="Stop").wait_for()  # the reply is being written
+    toggle.click()
+    page.wait_for_function("document.querySelector('[data-testid=talk-call]').dataset.state !== 'off'")
+    page.wait_for_function("window.__talkCall.on && window.__talkCall.t0 !== null")
+    page.screenshot(path=tmp_path / "phone-call-on.png")
+    toggle.click()
+    page.wait_for_function("document.querySelector('[data-testid=talk-call]').dataset.state === 'off'")
+    assert page.evaluate("window.__talkCall.on === false && window.__talkCall.stream === null")
+    wait_for_reply(page, 1)
+    (session,) = [read_session(p) for p in list_session_files(log_dir) if p not in before]
+    assert session.conversation.exchanges[0].answer.status == "complete"

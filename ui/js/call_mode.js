@@ -18,7 +18,7 @@ function talkFrames() {
 const WORKLET = `(${talkFrames})();`;
 
 const FRAME_MS = 20, FLOOR_MS = 5000, ONSET_FRAMES = 3, PREROLL_MS = 300, MIN_SPEECH_MS = 250, MAX_MS = 60000;
-const LABELS = { starting: "Starting the microphone…", listening: "Listening — just talk",
+const LABELS = { off: "Talk without clicking", starting: "Starting the microphone…", listening: "Listening — just talk",
                  hearing: "Hearing you…", thinking: "Thinking…", speaking: "Speaking — talk to interrupt" };
 
 function wavBase64(frames, rate) {
@@ -57,11 +57,12 @@ function createCall() {
   call.render = () => {
     const ui = call.ui;
     if (!ui || !ui.root.isConnected) return;
-    let shown = call.error ? "error" : call.speaking ? "hearing" : call.state;
+    let shown = call.error ? "error" : !call.on ? "off" : call.speaking ? "hearing" : call.state;
     if (shown === "listening" && busy()) shown = speech() && speech().audio ? "speaking" : "thinking";
     ui.root.dataset.state = shown;
     ui.label.textContent = call.error || LABELS[shown];
-    ui.bar.style.width = `${Math.round(Math.max(0, Math.min(1, (call.level + 60) / 50)) * 100)}%`;
+    ui.toggle.textContent = call.on ? "End call" : "Start hands-free call";
+    ui.bar.style.width = call.on ? `${Math.round(Math.max(0, Math.min(1, (call.level + 60) / 50)) * 100)}%` : "0";
   };
 
   call.frame = (frame) => {
@@ -141,7 +142,7 @@ function createCall() {
       call.ctx.createMediaStreamSource(call.stream).connect(node).connect(mute).connect(call.ctx.destination);
       call.state = "listening";
     } catch (error) {
-      call.error = `Microphone unavailable (${error.name || error}): allow it in the browser, or turn Hands-free off.`;
+      call.error = `Microphone unavailable (${error.name || error}): allow it in the browser, then start the call again.`;
       call.stop();
     }
   };
@@ -158,6 +159,27 @@ function createCall() {
   return call;
 }
 
+// The call bar lives in document.body, outside Streamlit's elements: no rerun hides it or its state, and
+// starting or ending a call is the browser's business (no rerun, so no reply is cut by it).
+function callBar(call, css) {
+  if (!document.getElementById("talk-call-style")) {
+    const style = document.createElement("style");
+    style.id = "talk-call-style";
+    style.textContent = css;
+    document.head.appendChild(style);
+  }
+  const root = document.createElement("div");
+  root.className = "talk-call";
+  root.dataset.testid = "talk-call";
+  root.innerHTML = '<button type="button" class="toggle" data-testid="talk-call-toggle"></button>' +
+    '<span class="dot"></span><span class="label" role="status" aria-live="polite"></span>' +
+    '<span class="meter"><span class="bar"></span></span>';
+  const toggle = root.querySelector(".toggle");
+  toggle.onclick = () => { if (call.on) call.stop(); else { call.error = null; call.start(); } call.render(); };
+  document.body.appendChild(root);
+  return { root, toggle, label: root.querySelector(".label"), bar: root.querySelector(".bar") };
+}
+
 export default function (component) {
   const data = component.data || {};
   const call = (window.__talkCall ||= createCall());
@@ -165,16 +187,11 @@ export default function (component) {
   call.silenceMs = data.silence_ms || 700;
   call.handled = Math.max(call.handled, data.handled || 0);
   if (window.__talkSpeech) window.__talkSpeech.writing = false;  // a run ended: no reply is being written
-  const parent = component.parentElement;
-  let root = parent.querySelector(".talk-call");  // the element's own <style> stays beside it
-  if (!data.on) { if (call.on) call.stop(); if (root) root.remove(); return; }
-  if (!root) {
-    root = document.createElement("div");
-    root.className = "talk-call";
-    root.innerHTML = '<span class="dot"></span><span class="label"></span><span class="meter"><span class="bar"></span></span>';
-    parent.appendChild(root);
+  if (!data.available) {  // no speech to text: no call
+    if (call.on) call.stop();
+    if (call.ui) { call.ui.root.remove(); call.ui = null; }
+    return;
   }
-  call.ui = { root, label: root.querySelector(".label"), bar: root.querySelector(".bar") };
-  if (!call.on) call.start();
+  if (!call.ui || !call.ui.root.isConnected) call.ui = callBar(call, data.css || "");
   call.render();
 }
