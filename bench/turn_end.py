@@ -176,12 +176,18 @@ def run_detector(make, streams, transcriber, way: str, model: SmartTurn, real_ti
 
 
 def versions() -> dict:
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:  # a package being reinstalled beside this run: no reason to lose it
+            return "?"
 
     espeak = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout.split()
-    return {"onnxruntime": version("onnxruntime"), "faster-whisper": version("faster-whisper"),
-            "pipecat-ai (smart-turn v3.2 model)": version("pipecat-ai"), "piper-tts": version("piper-tts"),
-            "espeak-ng": espeak[3] if len(espeak) > 3 else "?", "numpy": version("numpy")}
+    return {"onnxruntime": of("onnxruntime"), "faster-whisper": of("faster-whisper"),
+            "pipecat-ai (smart-turn v3.2 model)": of("pipecat-ai"), "piper-tts": of("piper-tts"),
+            "espeak-ng": espeak[3] if len(espeak) > 3 else "?", "numpy": of("numpy")}
 
 
 def main() -> None:
@@ -191,19 +197,25 @@ def main() -> None:
     parser.add_argument("--fast", action="store_true", help="feed the frames as fast as they go (delays on the sample clock)")
     parser.add_argument("--only", help="the detectors whose name contains this")
     parser.add_argument("--whisper", default="base", help="the bundled Whisper: base (the CPU default) or tiny.en")
+    parser.add_argument("--no-transcripts", action="store_true", help="the detectors alone (the words rule needs them)")
     args = parse_args(parser, questions=1, fast=True, whisper="tiny.en")
     from core.engines.stt import load_transcriber
 
     streams = make_set(count=args.questions)
     transcriber, _ = load_transcriber("faster-whisper", args.whisper, "cpu")
     model = SmartTurn()
-    results = {name: run_detector(make, streams, transcriber if way else None, way or "whole", model, not args.fast)
-               for name, (make, way) in detectors(model).items() if not args.only or args.only in name}
+    results = {}
+    for name, (make, way) in detectors(model).items():
+        if (args.only and args.only not in name) or (args.no_transcripts and "words" in name):
+            continue
+        use = transcriber if way and not args.no_transcripts else None
+        results[name] = run_detector(make, streams, use, way or "whole", model, not args.fast)
+        print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)  # a long run's parts, as they come
     questions = [q for s in streams for q in s.questions]
     report = {
         "benchmark": "turn_end", "date": date.today().isoformat(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average": os.getloadavg()},
-        "versions": versions(), "transcriber": transcriber.name, "real_time": not args.fast,
+        "versions": versions(), "transcriber": None if args.no_transcripts else transcriber.name, "real_time": not args.fast,
         "set": {"questions": len(questions), "paused": sum(q.longest_pause_s > 0 for q in questions),
                 "ending_in_um": sum(q.text.endswith("Um") for q in questions),
                 "with_typing": sum(q.clicks for q in questions),
