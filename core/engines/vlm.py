@@ -214,7 +214,35 @@ class LlavaModel:
 
     @generation
     def stream(self, exchanges, images, options: GenerationOptions, stop: Interrupt | None = None):
-        return (yield from self._stream(exchanges, images, options, stop or Interrupt(), self._decoding()))
+        stop, decoding = stop or Interrupt(), self._decoding()
+        if decoding[0] is self.decoder:
+            return (yield from self._stream(exchanges, images, options, stop, decoding))
+        return (yield from self._eager_or_after_warm_up(exchanges, images, options, stop, decoding))
+
+    def _eager_or_after_warm_up(self, exchanges, images, options: GenerationOptions, stop: Interrupt, decoding):
+        """A turn during the warm-up: the eager decoder's; should that fail before its first word, the
+        turn waits for the warm-up (heartbeats meanwhile, so that Stop still works) and is answered by
+        the compiled decoder, as every turn was before answering during the warm-up existed."""
+        inner, wrote = self._stream(exchanges, images, options, stop, decoding), False
+        try:
+            while True:
+                try:
+                    chunk = next(inner)
+                except StopIteration as done:
+                    return done.value
+                wrote = wrote or bool(chunk)
+                yield chunk
+        except GenerationError:
+            if wrote or self.warming is None:
+                raise
+            logger.exception("The eager decoder failed during the warm-up: this turn waits for the compiled one.")
+        while not self.warming.done.wait(HEARTBEAT_S):
+            if stop.is_set():
+                return GenerationInfo(len(exchanges))
+            yield HEARTBEAT
+        if self.warming.failure:
+            raise GenerationError("The model could not be started on this GPU (the log says why).", "Restart the app.")
+        return (yield from self._stream(exchanges, images, options, stop, (self.decoder, self.worker)))
 
     def _stream(self, exchanges, images, options: GenerationOptions, stop: Interrupt, decoding):
         decoder, worker = decoding

@@ -257,6 +257,35 @@ def test_turns_during_a_background_warm_up_are_answered_by_the_eager_decoder(tin
     assert not model.warming.eager.held
 
 
+def test_a_turn_whose_eager_decoder_fails_during_the_warm_up_is_answered_after_it(tiny_llava):
+    """The eager decoder fails before its first word (as a Triton race did on the H100): the turn waits
+    for the warm-up, with heartbeats, and is answered by the warmed decoder; nothing is lost."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    loaded = AutoModelForImageTextToText.from_pretrained(str(tiny_llava), dtype=torch.float64).eval()
+    model = LlavaModel(loaded, AutoProcessor.from_pretrained(str(tiny_llava)), "tiny static", cache_tokens=256)
+    expected = "".join(model.stream(three_turns(), {IMAGE: RED}, GenerationOptions(temperature=0, max_new_tokens=12)))
+    held, release, original = threading.Event(), threading.Event(), model.decoder.warm_prefill
+    model.decoder.warm_prefill = lambda n: (held.set(), release.wait(60), original(n))
+    model.warm_up_in_background()
+    assert held.wait(60)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("'NoneType' object is not a mapping")
+        yield
+
+    model.warming.eager.tokens = broken
+    chunks = []
+    generation = model.stream(three_turns(), {IMAGE: RED}, GenerationOptions(temperature=0, max_new_tokens=12))
+    for chunk in generation:
+        chunks.append(chunk)
+        if len(chunks) == 2:  # two heartbeats: it is waiting, not failing
+            assert chunks == ["", ""]
+            release.set()
+    assert "".join(chunks) == expected and generation.info.completion_tokens
+
+
 def test_4bit_without_its_packages_says_what_it_loaded_instead(monkeypatch):
     from core.engines import vlm
 
