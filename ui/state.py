@@ -38,6 +38,8 @@ from core.store.session_log import SESSION_ID, session_path
 from ui.chat_view import SHOWN_TURNS
 from ui.speech_queue import ReplyId
 
+CHAT_PARAM = "chat"  # the chat page's conversation in its address (History's open session is "session")
+
 SYSTEM_PROMPT_KEY = "system_prompt"  # the sidebar's system prompt, read when a picture is encoded ahead of its question
 
 
@@ -48,7 +50,7 @@ def chat(settings: Settings, model: str) -> ChatSession:
     current = st.session_state.get("chat")
     if current is not None and current.log_dir != settings.log_dir:
         current = None
-    named = st.query_params.get("session")
+    named = st.query_params.get(CHAT_PARAM)
     if named and (current is None or current.session_id != named):
         current = _resumed(settings, named) or current
     if current is None:
@@ -64,21 +66,21 @@ def _resumed(settings: Settings, session_id: str) -> ChatSession | None:
             return ChatSession.resume(settings, session_id)
     except (AppError, OSError, ValueError):  # unreadable, or a link that leads outside the folder
         pass
-    st.query_params.pop("session", None)
+    st.query_params.pop(CHAT_PARAM, None)
     return None
 
 
 def open_chat(session_id: str) -> None:
     """A recent conversation clicked (a callback): the next run goes on with it; the spoken reply stops."""
-    st.query_params["session"] = session_id
+    st.query_params[CHAT_PARAM] = session_id
     st.session_state.pop("shown", None)
     silence()
 
 
 def keep_in_address(session: ChatSession) -> None:
     """Put the conversation's id in the chat page's address (once it has one), so that a reload finds it."""
-    if session.session_id and st.query_params.get("session") != session.session_id:
-        st.query_params["session"] = session.session_id
+    if session.session_id and st.query_params.get(CHAT_PARAM) != session.session_id:
+        st.query_params[CHAT_PARAM] = session.session_id
 
 
 def set_chat(session: ChatSession) -> None:
@@ -89,7 +91,7 @@ def set_chat(session: ChatSession) -> None:
 def new_chat(settings: Settings, model: str) -> None:
     """New session (a callback): a fresh conversation, the spoken reply silenced, an empty file picker."""
     st.session_state.chat = ChatSession(settings, meta={"model": model})
-    st.query_params.pop("session", None)
+    st.query_params.pop(CHAT_PARAM, None)
     st.session_state.silence = True
     st.session_state.pop("shown", None)
     st.session_state.uploader = uploader() + 1

@@ -110,7 +110,7 @@ def test_3_three_mixed_turns_survive_a_reload_and_are_listed_as_recent(server, b
     page.screenshot(path=tmp_path / "3-before-reload.png", full_page=True)
 
     (new,) = [s for s in sessions(log_dir) if s.session_id not in before]
-    assert f"session={new.session_id}" in page.url  # the conversation is in the address...
+    assert f"chat={new.session_id}" in page.url  # the conversation is in the address...
     page.reload()  # ... so a reload goes on with it
     page.wait_for_function(f"document.querySelectorAll('{MESSAGES}').length === 6")
     page.wait_for_function("document.querySelectorAll('[data-testid=stFeedback]').length === 3")
@@ -118,10 +118,10 @@ def test_3_three_mixed_turns_survive_a_reload_and_are_listed_as_recent(server, b
     page.screenshot(path=tmp_path / "3-after-reload.png", full_page=True)
     page.get_by_role("button", name="New session").click()  # a new one lists this one among the recent ones
     page.wait_for_selector("text=Talk with a picture")
-    assert "session=" not in page.url
+    assert "chat=" not in page.url
     page.locator(f".st-key-recent-{new.session_id} button").first.click()  # (a button with help= holds two)
     page.wait_for_function(f"document.querySelectorAll('{MESSAGES}').length === 6")
-    assert f"session={new.session_id}" in page.url
+    assert f"chat={new.session_id}" in page.url
     exchanges = new.conversation.exchanges
     assert [e.question.source for e in exchanges] == ["voice", "text", "text"]
     assert "car" in exchanges[0].question.text.lower() and all(e.answer for e in exchanges)
