@@ -70,8 +70,11 @@ def photo(seed: int):
 
 def ask(llava, exchanges, images, tokens: int) -> dict:
     """One turn through LlavaModel.stream: seconds to the first text, to the end, tokens, the reply."""
+    from bench.first_answer import FIRST_TOKEN, clock_first_tokens
     from core.engines.api import GenerationOptions
 
+    clock_first_tokens()  # random weights' text may not be printable until the end: time the first token id
+    FIRST_TOKEN.clear()
     start = time.perf_counter()
     first, reply = None, ""
     generation = llava.stream(exchanges, images, GenerationOptions(temperature=0, max_new_tokens=tokens))
@@ -81,6 +84,7 @@ def ask(llava, exchanges, images, tokens: int) -> dict:
         reply += chunk
     total = time.perf_counter() - start
     return {"first_s": round(first if first is not None else total, 3), "total_s": round(total, 3),
+            "first_token_s": round(FIRST_TOKEN.get("at", start + total) - start, 3),
             "tokens": generation.info.completion_tokens, "reply": reply,
             **{k: llava.last.get(k) for k in ("prompt_tokens", "cached_tokens")}}
 
@@ -142,7 +146,7 @@ def run_arm(name: str, model_dir: str, lead_s: float) -> dict:
     eos, llava.decoder.eos = llava.decoder.eos, set()  # random weights may end at once: decode speed needs tokens
     long = ask(llava, conversation, images, 64)
     llava.decoder.eos = eos
-    result["decode"] = {**long, "tok_s": round((long["tokens"] - 1) / max(long["total_s"] - long["first_s"], 1e-9), 2)}
+    result["decode"] = {**long, "tok_s": round((long["tokens"] - 1) / max(long["total_s"] - long["first_token_s"], 1e-9), 2)}
     if name == CHOSEN:
         result["prefill_512_s_by_threads"] = threads(llava)
     for t in [result["pre_encoded"], result["decode"], *turns]:
